@@ -1,0 +1,35 @@
+# service-builder: MLflow registry -> KServe serverless endpoints.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint bench demo e2e e2e-down images clean
+
+help: ## List the targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[adapter,predictor,dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Make .venv with runtime and dev dependencies
+
+test: install ## Run the whole test suite
+	$(VENV)/bin/pytest
+
+lint: install ## ruff, mypy and import-linter contracts
+	$(VENV)/bin/ruff check adapter custom_predictor tests
+	$(VENV)/bin/ruff format --check adapter custom_predictor tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: install ## Benchmarks (figures go in the README)
+	$(PY) -m tests.bench
+
+clean: ## Remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""service-builder adapter: reconciles MLflow production models into KServe InferenceServices."""

@@ -1,0 +1,176 @@
+"""`service-builder`: the adapter's command line (`sync`, `run`, `render`, `status`).
+
+Builds the settings once, wires the MLflow and Kubernetes wrappers into the reconciler, and turns
+every expected failure into one clear line and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from adapter.errors import AdapterError
+from adapter.log import configure, kv
+from adapter.settings import AdapterSettings
+
+log = logging.getLogger("adapter")
+
+
+def _settings() -> AdapterSettings:
+    try:
+        return AdapterSettings()
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']).upper()}: {err['msg']}" for err in e.errors())
+        raise SystemExit(f"service-builder: invalid configuration: {problems}") from None
+
+
+def build(settings: AdapterSettings) -> Any:
+    """The reconciler for the configured target."""
+    from adapter.reconcile import Reconciler
+    from adapter.registry import MlflowRegistry
+
+    settings.export_mlflow_client_env()
+    registry = MlflowRegistry(settings.mlflow_tracking_uri, tag_key=settings.tag_key, tag_value=settings.tag_value)
+    if settings.deploy_target == "local":
+        from adapter.local import LocalCluster
+
+        cluster: Any = LocalCluster(settings)
+    else:
+        from adapter.kube import KubeCluster, api_client
+
+        cluster = KubeCluster(api_client(settings), settings.k8s_name_space, settings.field_manager)
+    return Reconciler(settings, registry, cluster)
+
+
+def cmd_sync(settings: AdapterSettings, _: argparse.Namespace) -> int:
+    result = build(settings).run_pass()
+    if not result.ok:
+        print(f"service-builder: pass failed: {result.error}", file=sys.stderr)
+        return 1
+    errors = [o for o in result.outcomes if o.action == "error"]
+    return 2 if errors else 0
+
+
+def cmd_run(settings: AdapterSettings, _: argparse.Namespace) -> int:
+    reconciler = build(settings)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("Stopping %s", kv(signal=signal.Signals(signum).name))
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info(
+        "Started %s",
+        kv(
+            target=settings.deploy_target,
+            namespace=settings.k8s_name_space,
+            interval=f"{settings.poll_interval_seconds:g}s",
+        ),
+    )
+    try:
+        while not stop.is_set():
+            reconciler.run_pass()
+            stop.wait(settings.poll_interval_seconds)
+    finally:
+        close = getattr(reconciler.cluster, "close", None)
+        if close is not None:
+            close()
+    log.info("Stopped")
+    return 0
+
+
+def cmd_render(settings: AdapterSettings, args: argparse.Namespace) -> int:
+    from adapter.render import render, to_yaml
+    from adapter.types import VersionInfo
+
+    if not str(args.version).isdigit():
+        raise SystemExit(f"service-builder: --version must be a version number, got {args.version!r}")
+    version = VersionInfo(name=args.model, version=str(args.version), run_id=args.run_id or "")
+    sys.stdout.write(to_yaml(render(settings, version, uri=args.model_uri)))
+    return 0
+
+
+def _age(created: str) -> str:
+    try:
+        seconds = (datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def cmd_status(settings: AdapterSettings, _: argparse.Namespace) -> int:
+    from adapter.types import ANN_MODEL_NAME, ANN_MODEL_VERSION, TAG_STATUS
+
+    reconciler = build(settings)
+    snap = reconciler.registry.snapshot()
+    rows = [("MODEL", "VERSION", "INFERENCESERVICE", "STATUS", "URL", "AGE")]
+    for obj in sorted(reconciler.cluster.list_owned(), key=lambda o: o["metadata"]["name"]):
+        meta = obj.get("metadata") or {}
+        ann = meta.get("annotations") or {}
+        model, version = ann.get(ANN_MODEL_NAME, "?"), ann.get(ANN_MODEL_VERSION, "?")
+        tags: Mapping[str, str] = next((v.tags for v in snap.managed.get(model, []) if v.version == version), {})
+        rows.append(
+            (
+                model,
+                version,
+                f"{reconciler.cluster.namespace}/{meta.get('name')}",
+                tags.get(TAG_STATUS, "unknown"),
+                str((obj.get("status") or {}).get("url") or "-"),
+                _age(str(meta.get("creationTimestamp") or "")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="service-builder",
+        description="Deploys MLflow production models as KServe InferenceServices and writes the outcome back.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("sync", help="one reconcile pass over every registered model, then exit")
+    sub.add_parser("run", help="reconcile every POLL_INTERVAL_SECONDS until SIGTERM/SIGINT")
+    r = sub.add_parser("render", help="print the InferenceService YAML for a model version (no cluster, no MLflow)")
+    r.add_argument("--model", required=True, help="MLflow registered model name")
+    r.add_argument("--version", required=True, help="model version number")
+    r.add_argument("--model-uri", help="model URI for the predictor (default models:/<model>/<version>)")
+    r.add_argument("--run-id", help="run id, for the annotations")
+    sub.add_parser("status", help="table of managed models: version, InferenceService, status, URL, age")
+    return p
+
+
+COMMANDS = {"sync": cmd_sync, "run": cmd_run, "render": cmd_render, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = _settings()
+    configure(settings.log_level)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except AdapterError as e:
+        print(f"service-builder: {e.message}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # template problems and similar bad input, already worded for people
+        print(f"service-builder: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The adapter's only door to MLflow: reads the registry in a few cheap calls, writes tags back.
+
+Maps every MLflow client error to the adapter's own (`TransientError`, `PermanentError`,
+`NotFoundError`) and counts calls per operation (`calls`), which the benchmark reports.
+Nothing here decides anything: the reconcile core does, on the plain data this returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import requests
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException, RestException
+
+from adapter.errors import NotFoundError, PermanentError, TransientError
+from adapter.types import TAG_STATUS, ModelInfo, Snapshot, VersionInfo
+
+T = TypeVar("T")
+
+_PERMANENT_CODES = {
+    "INVALID_PARAMETER_VALUE",
+    "BAD_REQUEST",
+    "RESOURCE_ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "INVALID_STATE",
+    "MALFORMED_REQUEST",
+    "CUSTOMER_UNAUTHORIZED",
+}
+_PAGE = 1000
+
+
+def _version(mv: ModelVersion) -> VersionInfo:
+    return VersionInfo(
+        name=str(mv.name),
+        version=str(mv.version),
+        run_id=str(mv.run_id or ""),
+        source=str(mv.source or ""),
+        tags=dict(mv.tags or {}),
+        stage=str(mv.current_stage or ""),
+    )
+
+
+def _model(rm: RegisteredModel) -> ModelInfo:
+    aliases = rm.aliases or {}
+    if isinstance(aliases, list):  # some stores return [{alias, version}] entities
+        aliases = {a.alias: a.version for a in aliases}
+    return ModelInfo(
+        name=str(rm.name),
+        aliases={str(k): str(v) for k, v in aliases.items()},
+        tags=dict(rm.tags or {}),
+        stage_versions=tuple(_version(v) for v in (rm.latest_versions or [])),
+    )
+
+
+class MlflowRegistry:
+    """Registry reads and tag writes over MLflow's REST API."""
+
+    def __init__(self, tracking_uri: str, *, tag_key: str, tag_value: str) -> None:
+        self.tracking_uri = tracking_uri
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._tag_filter = f"tags.`{tag_key}` = '{tag_value}'"
+        self._managed_filter = f"tags.`{TAG_STATUS}` LIKE '%'"
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _call(self, op: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            self.calls[op] += 1
+        try:
+            return fn(*args, **kwargs)
+        except RestException as e:
+            code = str(e.error_code)
+            if code == "RESOURCE_DOES_NOT_EXIST":
+                raise NotFoundError(f"MLflow {op}: {e.message}", status=404) from None
+            if code in _PERMANENT_CODES:
+                raise PermanentError(f"MLflow {op}: {code}: {e.message}", status=400) from None
+            raise TransientError(f"MLflow {op}: {code}: {e.message}") from None
+        except MlflowException as e:
+            code = str(e.error_code)
+            if code in _PERMANENT_CODES:
+                raise PermanentError(f"MLflow {op}: {code}: {e.message}") from None
+            raise TransientError(f"MLflow at {self.tracking_uri} unreachable or failing ({op})") from None
+        except (requests.RequestException, OSError) as e:
+            raise TransientError(f"MLflow at {self.tracking_uri} unreachable ({op}: {type(e).__name__})") from None
+
+    def _all_versions(self, op: str, filter_string: str) -> list[VersionInfo]:
+        out: list[VersionInfo] = []
+        token: str | None = None
+        while True:
+            page = self._call(
+                op,
+                self._client.search_model_versions,
+                filter_string=filter_string,
+                max_results=_PAGE * 10,
+                page_token=token,
+            )
+            out.extend(_version(mv) for mv in page)
+            token = page.token
+            if not token:
+                return out
+
+    def snapshot(self) -> Snapshot:
+        """Every registered model with aliases and stages, the versions carrying the deploy tag, and
+        the versions the adapter has written a status to: three calls for any number of models."""
+        snap = Snapshot()
+        token: str | None = None
+        while True:
+            page = self._call(
+                "search_registered_models",
+                self._client.search_registered_models,
+                max_results=_PAGE,
+                page_token=token,
+            )
+            for rm in page:
+                info = _model(rm)
+                snap.models[info.name] = info
+            token = page.token
+            if not token:
+                break
+        for v in self._all_versions("search_model_versions[tag]", self._tag_filter):
+            snap.tagged.setdefault(v.name, []).append(v)
+        for v in self._all_versions("search_model_versions[managed]", self._managed_filter):
+            snap.managed.setdefault(v.name, []).append(v)
+        return snap
+
+    def get_version(self, name: str, version: str) -> VersionInfo:
+        return _version(self._call("get_model_version", self._client.get_model_version, name, version))
+
+    def set_version_tags(self, name: str, version: str, tags: Mapping[str, str | None]) -> None:
+        """Set (value) or delete (None) model-version tags, one call each."""
+        for key, value in tags.items():
+            if value is None:
+                try:
+                    self._call("delete_model_version_tag", self._client.delete_model_version_tag, name, version, key)
+                except NotFoundError:
+                    pass
+            else:
+                self._call("set_model_version_tag", self._client.set_model_version_tag, name, version, key, value)
+
+    def set_model_tags(self, name: str, tags: Mapping[str, str | None]) -> None:
+        """Set (value) or delete (None) registered-model tags."""
+        for key, value in tags.items():
+            if value is None:
+                try:
+                    self._call("delete_registered_model_tag", self._client.delete_registered_model_tag, name, key)
+                except NotFoundError:
+                    pass
+            else:
+                self._call("set_registered_model_tag", self._client.set_registered_model_tag, name, key, value)

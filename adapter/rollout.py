@@ -1,0 +1,92 @@
+"""Reading a rollout's state out of an InferenceService's status (rules in shared/notes/kserve.md).
+
+Pure. The revision that existed before this version was applied (`base_revision`, recorded in
+MLflow before the apply) is what tells a fresh Ready from one left over by the previous revision.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from adapter.types import DEPLOYING, FAILED, READY, Rollout
+
+_MAX_MESSAGE = 500
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def conditions(isvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    status = isvc.get("status") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for c in status.get("conditions") or []:
+        if isinstance(c, dict) and isinstance(c.get("type"), str):
+            out[c["type"]] = c
+    return out
+
+
+def predictor_status(isvc: dict[str, Any]) -> dict[str, Any]:
+    return ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+
+
+def latest_created_revision(isvc: dict[str, Any] | None) -> str:
+    return str(predictor_status(isvc).get("latestCreatedRevision") or "") if isvc else ""
+
+
+def _latest_traffic_percent(pred: dict[str, Any]) -> int | None:
+    for entry in pred.get("traffic") or []:
+        if isinstance(entry, dict) and entry.get("latestRevision") is True:
+            try:
+                return int(entry.get("percent") or 0)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def interpret(
+    isvc: dict[str, Any],
+    *,
+    base_revision: str,
+    started_at: datetime | None,
+    now: datetime,
+    deadline_seconds: float,
+) -> Rollout:
+    """`deploying`, `ready` or `failed`, with KServe's reason and the URL when known."""
+    status = isvc.get("status") or {}
+    url = str(status.get("url") or "")
+    conds = conditions(isvc)
+    pred = predictor_status(isvc)
+    created = str(pred.get("latestCreatedRevision") or "")
+    ready_rev = str(pred.get("latestReadyRevision") or "")
+    ours_exists = bool(created) and created != base_revision
+
+    if ours_exists:
+        for ctype in ("PredictorReady", "PredictorConfigurationReady", "Ready"):
+            cond = conds.get(ctype)
+            if cond and cond.get("status") == "False":
+                reason = cond.get("reason") or ctype
+                message = cond.get("message") or "not ready"
+                return Rollout(FAILED, _short(f"{reason}: {message}"), url, created)
+        model_status = status.get("modelStatus") or {}
+        if model_status.get("transitionStatus") == "BlockedByFailedLoad":
+            info = model_status.get("lastFailureInfo") or {}
+            detail = info.get("message") or info.get("reason") or "model failed to load"
+            return Rollout(FAILED, _short(f"BlockedByFailedLoad: {detail}"), url, created)
+        ready = conds.get("Ready", {}).get("status") == "True"
+        percent = _latest_traffic_percent(pred)
+        if ready and ready_rev == created and (percent is None or percent == 100):
+            return Rollout(READY, "", url, created)
+
+    if started_at is not None and (now - started_at).total_seconds() > deadline_seconds:
+        waiting = conds.get("PredictorReady") or conds.get("Ready") or {}
+        detail = waiting.get("message") or waiting.get("reason") or "no new revision became ready"
+        return Rollout(
+            FAILED,
+            _short(f"ProgressDeadlineExceeded: not ready after {deadline_seconds:.0f}s: {detail}"),
+            url,
+            created,
+        )
+    return Rollout(DEPLOYING, "", url, created if ours_exists else "")

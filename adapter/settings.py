@@ -1,0 +1,105 @@
+"""Settings of the adapter (service-builder): the one place that reads the environment.
+
+Built once at start (`AdapterSettings()`), then passed down. Env names keep those of the DPM360
+Service Builder (`MLFLOW_TRACKING_URI`, `K8S_NAME_SPACE`, `K8S_API`, `K8S_API_KEY`,
+`MLFLOW_S3_ENDPOINT_URL`). S3 credentials are never read here: the predictor gets them by
+reference to the Kubernetes Secret named by `PREDICTOR_SECRET_NAME`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,250}$")
+_TAG_VALUE = re.compile(r"^[^'`\\\n\r]{1,250}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "inferenceservice_templates"
+
+
+class AdapterSettings(BaseSettings):
+    """Everything the adapter can be told, from the environment (or a `.env` file)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    mlflow_tracking_uri: str = Field("http://127.0.0.1:5000", description="MLflow server the adapter polls.")
+    k8s_name_space: str = Field("default", description="Namespace the InferenceServices live in.")
+    predictor_image: str = Field(
+        "ghcr.io/service-builder/custom-predictor:0.1.0", description="The one generic predictor image."
+    )
+    poll_interval_seconds: float = Field(30.0, gt=0, description="Seconds between passes of `run`.")
+    deploy_target: Literal["kserve", "local"] = Field("kserve", description="Where models are served.")
+    deploy_alias: str = Field("production", description="Alias that marks the version to serve.")
+    deploy_tag: str = Field("stage=production", description="Version tag `key=value` that marks it.")
+    deploy_stage: str = Field("Production", description="Legacy stage that marks it; empty disables.")
+    predictor_tracking_uri: str = Field("", description="Tracking URI as predictor pods see it.")
+    predictor_secret_name: str = Field(
+        "", description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the predictor; empty: none."
+    )
+    mlflow_s3_endpoint_url: str = Field("", description="S3 endpoint for MLflow artifacts (not a secret).")
+    rollout_deadline_seconds: float = Field(600.0, gt=0, description="A rollout not ready by then: failed.")
+    template_path: Path = Field(TEMPLATE_DIR / "inferenceservice.yaml", description="InferenceService template.")
+    field_manager: str = Field("service-builder", description="Server-side apply field manager.")
+    # Kubernetes access: K8S_API + K8S_API_KEY override in-cluster and kubeconfig.
+    k8s_api: str = Field("", description="API server URL (with K8S_API_KEY).")
+    k8s_api_key: SecretStr = Field(SecretStr(""), description="Bearer token for K8S_API.")
+    k8s_verify_ssl: bool = Field(True, description="Verify the API server certificate (K8S_API mode).")
+    kubeconfig: str = Field("", description="Path to a kubeconfig (default ~/.kube/config).")
+    # Webhook receiver (`run` only); WEBHOOK_PORT=0 turns it off.
+    webhook_host: str = Field("0.0.0.0", description="Bind address of the webhook receiver.")
+    webhook_port: int = Field(8090, ge=0, le=65535, description="Port of the receiver; 0 disables it.")
+    mlflow_webhook_secret: SecretStr = Field(SecretStr(""), description="HMAC secret of MLflow webhooks.")
+    # MLflow client behaviour: short retries so one pass never hangs on a down server.
+    mlflow_http_request_max_retries: int = Field(2, ge=0, description="MLflow client retries per call.")
+    mlflow_http_request_backoff_factor: float = Field(0.5, ge=0, description="MLflow client backoff.")
+    mlflow_http_request_timeout: int = Field(15, gt=0, description="MLflow client timeout, seconds.")
+    # Local target (DEPLOY_TARGET=local).
+    service_builder_state_dir: Path = Field(Path(".state"), description="Local target state and logs.")
+    log_level: str = Field("INFO", description="Log level.")
+
+    @field_validator("deploy_tag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        key, sep, value = v.partition("=")
+        if not sep or not _TAG_KEY.match(key.strip()) or not _TAG_VALUE.match(value.strip()):
+            raise ValueError("DEPLOY_TAG must be key=value (no quotes, backticks or backslashes)")
+        return v
+
+    @field_validator("deploy_alias")
+    @classmethod
+    def _alias(cls, v: str) -> str:
+        if v and not re.match(r"^[A-Za-z0-9_\-]{1,255}$", v):
+            raise ValueError("DEPLOY_ALIAS may hold letters, digits, '_' and '-' only")
+        return v
+
+    @field_validator("k8s_name_space")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v) or len(v) > 63:
+            raise ValueError("K8S_NAME_SPACE must be a DNS-1123 label")
+        return v
+
+    @property
+    def tag_key(self) -> str:
+        return self.deploy_tag.partition("=")[0].strip()
+
+    @property
+    def tag_value(self) -> str:
+        return self.deploy_tag.partition("=")[2].strip()
+
+    @property
+    def tracking_uri_for_predictor(self) -> str:
+        return self.predictor_tracking_uri or self.mlflow_tracking_uri
+
+    def export_mlflow_client_env(self) -> None:
+        """Hand the MLflow client its retry/timeout knobs (it reads them from the process env)."""
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.mlflow_http_request_max_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(self.mlflow_http_request_backoff_factor)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.mlflow_http_request_timeout)
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

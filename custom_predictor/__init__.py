@@ -1,0 +1,1 @@
+"""Generic MLflow model predictor: one image serves any registered model with a typed API."""

@@ -1,0 +1,98 @@
+"""Real servers for tests: an `mlflow server` (sqlite, proxied artifacts) started as a subprocess.
+
+Shared by the adapter and predictor test suites; each test session gets its own server on a free
+port on 127.0.0.1, stopped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback test URL
+                if r.status < 500:
+                    return
+        except Exception as e:  # noqa: BLE001
+            last = e
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    port: int
+    root: Path
+    proc: subprocess.Popen | None = None
+    extra_env: dict[str, str] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            MLFLOW_DISABLE_TELEMETRY="true",
+            DO_NOT_TRACK="true",
+            MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+            MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+            MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY="0" * 43 + "=",
+        )
+        env.update(self.extra_env or {})
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "mlflow", "server",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                "--artifacts-destination", str(self.root / "artifacts"),
+                "--serve-artifacts", "--workers", "1",
+            ],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_http(f"{self.url}/health", timeout=90, proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, port: int | None = None) -> Iterator[MlflowServer]:
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    server = MlflowServer(url=f"http://127.0.0.1:{port}", port=port, root=root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
