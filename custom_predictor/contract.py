@@ -17,8 +17,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 InputType = Literal["integer", "double", "boolean", "string"]
-_ALIASES = {"long": "integer", "int": "integer", "float": "double", "number": "double", "bool": "boolean",
-            "str": "string", "datetime": "string"}
+_ALIASES = {
+    "long": "integer",
+    "int": "integer",
+    "float": "double",
+    "number": "double",
+    "bool": "boolean",
+    "str": "string",
+    "datetime": "string",
+}
 PY_TYPES: dict[str, type] = {"integer": int, "double": float, "boolean": bool, "string": str}
 
 
@@ -253,10 +260,24 @@ def _convert(kind: str, text: str) -> Any:
     return text
 
 
-_SIGNATURE_TYPES = {"long": "integer", "integer": "integer", "double": "double", "float": "double",
-                    "boolean": "boolean", "string": "string", "datetime": "string"}
-_TENSOR_TYPES = {"int64": "integer", "int32": "integer", "float64": "double", "float32": "double",
-                 "bool": "boolean", "object": "string", "str": "string"}
+_SIGNATURE_TYPES = {
+    "long": "integer",
+    "integer": "integer",
+    "double": "double",
+    "float": "double",
+    "boolean": "boolean",
+    "string": "string",
+    "datetime": "string",
+}
+_TENSOR_TYPES = {
+    "int64": "integer",
+    "int32": "integer",
+    "float64": "double",
+    "float32": "double",
+    "bool": "boolean",
+    "object": "string",
+    "str": "string",
+}
 
 
 def derive_contract(model_dir: Path, mlmodel: dict[str, Any]) -> Contract:
@@ -264,8 +285,11 @@ def derive_contract(model_dir: Path, mlmodel: dict[str, Any]) -> Contract:
     file = str(model_dir / "MLmodel")
     sig = mlmodel.get("signature") or {}
     if not sig.get("inputs"):
-        raise ContractError(file, "signature", "the model has no input signature and no contract.yaml: "
-                            "log it with a signature or a contract")
+        raise ContractError(
+            file,
+            "signature",
+            "the model has no input signature and no contract.yaml: log it with a signature or a contract",
+        )
     specs = json.loads(sig["inputs"])
     inputs: list[dict[str, Any]] = []
     if len(specs) == 1 and specs[0].get("type") == "tensor":
@@ -287,8 +311,10 @@ def derive_contract(model_dir: Path, mlmodel: dict[str, Any]) -> Contract:
             value = rows[0].get(spec["name"])
             if value is not None and _type_ok(spec["type"], value):
                 spec["example"] = value
-    outputs = [{"name": o.get("name", "prediction")} for o in json.loads(sig.get("outputs") or "[]")
-               if isinstance(o, dict)]
+    outputs = []
+    for o in json.loads(sig.get("outputs") or "[]"):
+        kind = _SIGNATURE_TYPES.get(o.get("type")) or _TENSOR_TYPES.get(str(o.get("tensor-spec", {}).get("dtype")))
+        outputs.append({"name": o.get("name", "prediction"), "type": kind})
     data: dict[str, Any] = {"inputs": inputs, "outputs": outputs}
     if rows:
         data["test_data"] = {"rows": rows}

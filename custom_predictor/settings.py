@@ -22,8 +22,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     model_uri: str | None = Field(
-        None, description="Any MLflow model URI: models:/name/3, models:/name@alias, runs:/id/model, s3://..., "
-        "or a local folder such as KServe's /mnt/models.")
+        None,
+        description="Any MLflow model URI: models:/name/3, models:/name@alias, runs:/id/model, s3://..., "
+        "or a local folder such as KServe's /mnt/models.",
+    )
     model_name: str | None = Field(None, description="Registered model name (with MODEL_VERSION), as the seed.")
     model_version: str | None = Field(None, description="Registered model version (number or @alias name).")
     model_source: str | None = Field(None, description="Artifact URI of the version, used if MODEL_URI is unset.")
@@ -33,7 +35,8 @@ class Settings(BaseSettings):
     mlflow_tracking_username: str | None = Field(None, description="Basic-auth user for the tracking server.")
     mlflow_tracking_password: SecretStr | None = Field(None, description="Basic-auth password.")
     mlflow_allow_pickle_deserialization: bool = Field(
-        True, description="Same switch as MLflow's: allow loading pickled/skops models (fast path included).")
+        True, description="Same switch as MLflow's: allow loading pickled/skops models (fast path included)."
+    )
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
     host: str = Field("0.0.0.0", description="Address to bind.")
     service_path: str | None = Field(None, description="URL path name; default derived from the model name.")

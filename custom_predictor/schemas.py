@@ -1,0 +1,218 @@
+"""Typed request/response models built from a contract, so the OpenAPI page documents the real inputs.
+
+A record is a TypedDict (validated straight into a dict: no model_dump on the hot path) with strict types,
+ranges and allowed values from the contract, and its descriptions, units and examples in the schema.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired, Required
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    create_model,
+)
+from typing_extensions import TypedDict
+
+from custom_predictor.contract import Contract, InputSpec
+
+_BASE: dict[str, Any] = {"integer": StrictInt, "double": StrictFloat, "boolean": StrictBool, "string": StrictStr}
+
+
+def _field_type(spec: InputSpec) -> Any:
+    if spec.allowed is not None:
+        return Literal[tuple(spec.allowed)]
+    doc = " ".join(p for p in (spec.description, f"Unit: {spec.unit}." if spec.unit else None) if p) or None
+    kw: dict[str, Any] = {"description": doc}
+    if spec.example is not None:
+        kw["examples"] = [spec.example]
+    if spec.minimum is not None:
+        kw["ge"] = spec.minimum
+    if spec.maximum is not None:
+        kw["le"] = spec.maximum
+    if spec.type == "double":
+        kw["allow_inf_nan"] = False
+    if spec.type == "string":
+        kw["max_length"] = 10_000
+    return Annotated[_BASE[spec.type], Field(**kw)]
+
+
+def example_row(contract: Contract) -> dict[str, Any]:
+    """A valid row for the docs: test data first, else each input's example (or a plausible value)."""
+    if contract.test_data:
+        return dict(contract.test_data.rows[0])
+    row = {}
+    for i in contract.inputs:
+        fallback = {"integer": 0, "double": 0.0, "boolean": False, "string": ""}[i.type]
+        if i.allowed:
+            fallback = i.allowed[0]
+        elif i.minimum is not None:
+            fallback = int(i.minimum) if i.type == "integer" else i.minimum
+        row[i.name] = i.example if i.example is not None else fallback
+    return row
+
+
+class Schemas:
+    """Every body model the routes use, built once per contract."""
+
+    def __init__(self, contract: Contract, max_records: int, title: str) -> None:
+        fields = {}
+        for spec in contract.inputs:
+            t = _field_type(spec)
+            fields[spec.name] = Required[t] if spec.required else NotRequired[t]
+        make_typeddict: Any = TypedDict  # functional form: column names need not be identifiers
+        record: Any = make_typeddict("Record", fields)
+        record.__pydantic_config__ = ConfigDict(extra="forbid", title=f"{title} record")
+        record.__doc__ = "One input row: " + ", ".join(contract.input_names)
+        self.record: Any = record
+        self.rows: TypeAdapter[Any] = TypeAdapter(list[record])
+        example = example_row(contract)
+        self.example = example
+        out_type: Any = _output_type(contract)
+
+        self.predict_request = create_model(
+            "PredictRequest",
+            __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{"records": [example]}]}),
+            records=(
+                list[record],
+                Field(
+                    min_length=1,
+                    max_length=max_records,
+                    description="Rows to predict, one object per row.",
+                ),
+            ),
+        )
+        self.predict_response = create_model(
+            "PredictResponse",
+            predictions=(list[out_type], Field(description=_output_doc(contract))),
+            labels=(
+                list[str | None] | None,
+                Field(None, description="Human label of each prediction, when the contract names class labels."),
+            ),
+            model=(str, Field(description="Registered model name.")),
+            version=(str | None, Field(None, description="Model version.")),
+        )
+        self.entity_request: Any = None
+        self.entity_response: Any = None
+        self.dataset_response: Any = None
+        if contract.entity:
+            ent = contract.entity
+            id_type: Any = StrictInt if ent.type == "integer" else Annotated[StrictStr, Field(max_length=256)]
+
+            def id_field(doc: str) -> dict[str, Any]:
+                return {ent.id: (id_type, Field(description=doc))}
+
+            self.entity_request = create_model(
+                "EntityPredictRequest",
+                __config__=ConfigDict(extra="forbid"),
+                **id_field(ent.description or f"The {ent.id} to predict for."),
+            )
+            self.entity_response = create_model(
+                "EntityPredictResponse",
+                __base__=self.predict_response,
+                features=(record, Field(description="The feature row found for the id.")),
+                **id_field("The id that was looked up."),
+            )
+            self.dataset_response = create_model(
+                "DatasetResponse",
+                total=(int, Field(description="Rows in the registered feature file.")),
+                rows=(list[dict[str, Any]], Field(description="Registered rows: the id and the inputs.")),
+            )
+
+
+def _output_type(contract: Contract) -> Any:
+    outs = contract.outputs
+    if len(outs) == 1 and outs[0].type:
+        return _BASE[outs[0].type] | list[Any]
+    if len(outs) > 1:
+        return dict[str, Any]
+    return Any
+
+
+def _output_doc(contract: Contract) -> str:
+    if not contract.outputs:
+        return "One prediction per record."
+    parts = []
+    for o in contract.outputs:
+        text = f"{o.name}: {o.description or ''}".strip()
+        if o.labels:
+            text += " Labels: " + ", ".join(f"{k} = {v}" for k, v in o.labels.items()) + "."
+        parts.append(text)
+    return "One prediction per record. " + " ".join(parts)
+
+
+class V2Tensor(BaseModel):
+    """An Open Inference Protocol tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=256)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=2)
+    datatype: Literal[
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+        "BYTES",
+    ]
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class V2Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2Request(BaseModel):
+    """Open Inference Protocol (KServe V2) inference request."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor] = Field(min_length=1, max_length=1024)
+    outputs: list[V2Output] | None = None
+
+
+class V2OutTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class V2Response(BaseModel):
+    """Open Inference Protocol (KServe V2) inference response."""
+
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2OutTensor]
+
+
+class V1Request(BaseModel):
+    """KServe V1 request: `instances` are objects (name -> value) or lists in the contract's input order."""
+
+    model_config = ConfigDict(extra="forbid")
+    instances: list[dict[str, Any] | list[Any]] = Field(min_length=1)
+
+
+class V1Response(BaseModel):
+    predictions: list[Any]
