@@ -1,0 +1,215 @@
+"""The kustomize output of every overlay: it builds, it validates offline against the Kubernetes
+version the e2e runs, RBAC is least privilege, no secret is inlined, and the settings it carries are
+ones the adapter accepts."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import version
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tests.deploy.conftest import OVERLAYS, REPO, of_kind, one, pod_spec
+
+K8S_VERSION = "1.34.0"  # the kind node image of scripts/e2e.sh runs v1.34
+E2E_NODE_VERSION = "v1.34."
+ADAPTER_VERBS = {"serving.kserve.io/inferenceservices": ["get", "list", "watch", "create", "patch", "delete"]}
+SECRETISH = re.compile(r"(PASSWORD|TOKEN|SECRET|ACCESS_KEY|API_KEY|CREDENTIAL)", re.I)
+
+
+def test_the_pinned_validation_version_matches_the_e2e_node_image() -> None:
+    script = (REPO / "scripts" / "e2e.sh").read_text()
+    assert f"kindest/node:{E2E_NODE_VERSION}" in script
+    assert K8S_VERSION.startswith(E2E_NODE_VERSION.lstrip("v"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_offline_strict(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    objs = built[overlay]
+    assert objs, f"{overlay} built nothing"
+    for obj in objs:
+        # Strict: unknown fields are errors too. All kinds here are core Kubernetes kinds.
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_everything_is_namespaced_and_labelled(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    for obj in built[overlay]:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace"), f"{overlay}: {obj['kind']} has no namespace"
+        assert obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of"), obj["metadata"]["name"]
+
+
+def _rules(objs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    role = one(objs, "Role")
+    out: dict[str, list[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out[f"{group}/{resource}" if group else resource] = rule["verbs"]
+    return out
+
+
+@pytest.mark.parametrize("overlay", ["deploy", "deploy/cronjob", "deploy/e2e"])
+def test_rbac_is_exactly_what_the_adapter_uses(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    objs = built[overlay]
+    assert not of_kind(objs, "ClusterRole") and not of_kind(objs, "ClusterRoleBinding")
+    rules = _rules(objs)
+    assert rules == {**ADAPTER_VERBS, "events": ["create"], "events.k8s.io/events": ["create"]}
+    for rule in one(objs, "Role")["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], f"wildcard in {field}"
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+    binding, sa, role = one(objs, "RoleBinding"), one(objs, "ServiceAccount"), one(objs, "Role")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
+    ]
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] == sa["metadata"]["namespace"]
+
+
+def _workload(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    workloads = of_kind(objs, "Deployment") + of_kind(objs, "CronJob")
+    assert len(workloads) == 1, [w["kind"] for w in workloads]
+    return workloads[0]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_secret_values_anywhere(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    objs = built[overlay]
+    assert not of_kind(objs, "Secret"), "Secrets are referenced, never shipped"
+    for cm in of_kind(objs, "ConfigMap"):
+        for key in cm.get("data", {}):
+            if key.endswith("_NAME"):  # the name of a Secret, e.g. PREDICTOR_SECRET_NAME: a reference
+                continue
+            assert not SECRETISH.search(key), f"{overlay}: ConfigMap key {key} looks like a credential"
+    for obj in objs:
+        if obj["kind"] not in ("Deployment", "CronJob"):
+            continue
+        for c in pod_spec(obj)["containers"]:
+            for env in c.get("env", []):
+                if SECRETISH.search(env["name"]):
+                    assert "value" not in env, f"{overlay}: {env['name']} has an inline value"
+
+
+@pytest.mark.parametrize("overlay", ["deploy", "deploy/cronjob", "deploy/e2e"])
+def test_adapter_pod_takes_settings_from_the_configmap_and_credentials_by_reference(
+    built: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    objs = built[overlay]
+    spec = pod_spec(_workload(objs))
+    assert spec["serviceAccountName"] == one(objs, "ServiceAccount")["metadata"]["name"]
+    (container,) = spec["containers"]
+    sources = container["envFrom"]
+    assert {"configMapRef": {"name": one(objs, "ConfigMap")["metadata"]["name"]}} in sources
+    assert {"secretRef": {"name": "service-builder-credentials", "optional": True}} in sources
+    namespace_env = next(e for e in container["env"] if e["name"] == "K8S_NAME_SPACE")
+    assert namespace_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+@pytest.mark.parametrize("overlay", ["deploy", "deploy/cronjob", "deploy/e2e", "deploy/e2e-mlflow"])
+def test_pods_run_non_root_and_locked_down(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    workload = _workload(built[overlay])
+    spec = pod_spec(workload)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] > 0
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in spec["containers"]:
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert c["resources"]["requests"] and c["resources"]["limits"]
+
+
+def test_deployment_runs_service_builder_run_with_probes_on_healthz(built: dict[str, list[dict[str, Any]]]) -> None:
+    objs = built["deploy"]
+    dep = one(objs, "Deployment")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    (c,) = pod_spec(dep)["containers"]
+    assert c["args"] == ["run"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = c[probe]["httpGet"]
+        assert get["path"] == "/healthz"
+        assert ports[get["port"]] == 8090
+    svc = one(objs, "Service")
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = svc["spec"]["ports"]
+    assert port["port"] == 8090 and ports[port["targetPort"]] == 8090
+    settings = one(objs, "ConfigMap")["data"]
+    assert settings["WEBHOOK_PORT"] == "8090"
+
+
+def test_cronjob_variant_syncs_every_two_minutes_never_overlapping(built: dict[str, list[dict[str, Any]]]) -> None:
+    objs = built["deploy/cronjob"]
+    assert not of_kind(objs, "Deployment") and not of_kind(objs, "Service")
+    cron = one(objs, "CronJob")
+    assert cron["spec"]["schedule"] == "*/2 * * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    (c,) = pod_spec(cron)["containers"]
+    assert c["args"] == ["sync"]
+    assert c["image"] == one(built["deploy"], "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    # Every pass must end before the next one would start.
+    assert cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 120
+
+
+def test_e2e_images_skip_tag_resolution_and_use_the_kind_loaded_copy(built: dict[str, list[dict[str, Any]]]) -> None:
+    objs = built["deploy/e2e"]
+    (c,) = pod_spec(one(objs, "Deployment"))["containers"]
+    assert c["image"].startswith(("kind.local/", "dev.local/"))
+    assert c["imagePullPolicy"] == "IfNotPresent"
+    settings = one(objs, "ConfigMap")["data"]
+    assert settings["PREDICTOR_IMAGE"].startswith(("kind.local/", "dev.local/"))
+    script = (REPO / "scripts" / "e2e.sh").read_text()
+    assert f'ADAPTER_IMAGE="{c["image"]}"' in script
+    assert f'PREDICTOR_IMAGE="{settings["PREDICTOR_IMAGE"]}"' in script
+
+
+def test_e2e_tracking_uris_name_the_mlflow_service(built: dict[str, list[dict[str, Any]]]) -> None:
+    svc = one(built["deploy/e2e-mlflow"], "Service")
+    (port,) = svc["spec"]["ports"]
+    url = f"http://{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc.cluster.local:{port['port']}"
+    settings = one(built["deploy/e2e"], "ConfigMap")["data"]
+    assert settings["MLFLOW_TRACKING_URI"] == url
+    assert settings["PREDICTOR_TRACKING_URI"] == url
+    # ... and MLflow accepts that Host header (its DNS-rebinding guard answers 403 otherwise).
+    args = pod_spec(one(built["deploy/e2e-mlflow"], "Deployment"))["containers"][0]["args"]
+    allowed = next(a.split("=", 1)[1] for a in args if a.startswith("--allowed-hosts=")).split(",")
+    assert url.removeprefix("http://") in allowed
+
+
+def test_e2e_mlflow_serves_artifacts_from_sqlite_on_a_pvc(built: dict[str, list[dict[str, Any]]]) -> None:
+    objs = built["deploy/e2e-mlflow"]
+    dep = one(objs, "Deployment")
+    spec = pod_spec(dep)
+    (c,) = spec["containers"]
+    assert c["command"] == ["mlflow", "server"]
+    assert "--serve-artifacts" in c["args"]
+    assert c["image"] == f"ghcr.io/mlflow/mlflow:v{version('mlflow')}", "server and client versions must match"
+    backend = next(a.split("=", 1)[1] for a in c["args"] if a.startswith("--backend-store-uri="))
+    artifacts = next(a.split("=", 1)[1] for a in c["args"] if a.startswith("--artifacts-destination="))
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    (volume,) = claims
+    assert backend.startswith(f"sqlite:///{mounts[volume]}/") and artifacts.startswith(mounts[volume] + "/")
+    assert claims[volume] == one(objs, "PersistentVolumeClaim")["metadata"]["name"]
+    assert dep["spec"]["strategy"]["type"] == "Recreate"  # a ReadWriteOnce volume
+
+
+@pytest.mark.parametrize("overlay", ["deploy", "deploy/e2e"])
+def test_configmap_settings_are_accepted_by_the_adapter(
+    built: dict[str, list[dict[str, Any]]], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapter.settings import AdapterSettings
+
+    data = one(built[overlay], "ConfigMap")["data"]
+    unknown = {k for k in data if k.lower() not in AdapterSettings.model_fields}
+    assert not unknown, f"{overlay}: settings the adapter does not know: {sorted(unknown)}"
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("K8S_NAME_SPACE", one(built[overlay], "Deployment")["metadata"]["namespace"])
+    settings = AdapterSettings()
+    assert settings.deploy_target == "kserve"
+    assert settings.webhook_port == 8090
