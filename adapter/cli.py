@@ -38,7 +38,12 @@ def build(settings: AdapterSettings) -> Any:
     from adapter.registry import MlflowRegistry
 
     settings.export_mlflow_client_env()
-    registry = MlflowRegistry(settings.mlflow_tracking_uri, tag_key=settings.tag_key, tag_value=settings.tag_value)
+    registry = MlflowRegistry(
+        settings.mlflow_tracking_uri,
+        tag_key=settings.tag_key,
+        tag_value=settings.tag_value,
+        name_like=settings.model_name_like,
+    )
     if settings.deploy_target == "local":
         from adapter.local import LocalCluster
 

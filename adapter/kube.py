@@ -112,7 +112,7 @@ class KubeCluster:
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply with our field manager (creates when missing)."""
         name = manifest["metadata"]["name"]
-        return self._call(
+        applied = self._call(
             f"apply inferenceservice {self.namespace}/{name}",
             self._objects.patch_namespaced_custom_object,
             GROUP,
@@ -125,6 +125,11 @@ class KubeCluster:
             force=True,
             _content_type="application/apply-patch+yaml",
         )
+        if applied is None:  # the client drops the body of a 201 (an apply that created the object)
+            applied = self.get(name)
+        if applied is None:
+            raise TransientError(f"Kubernetes apply inferenceservice {self.namespace}/{name}: gone right after apply")
+        return dict(applied)
 
     def delete(self, name: str) -> bool:
         try:

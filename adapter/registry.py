@@ -61,11 +61,14 @@ def _model(rm: RegisteredModel) -> ModelInfo:
 class MlflowRegistry:
     """Registry reads and tag writes over MLflow's REST API."""
 
-    def __init__(self, tracking_uri: str, *, tag_key: str, tag_value: str) -> None:
+    def __init__(self, tracking_uri: str, *, tag_key: str, tag_value: str, name_like: str = "") -> None:
+        # Filter values come from validated settings (no quotes or backticks), never from the registry.
         self.tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self._tag_filter = f"tags.`{tag_key}` = '{tag_value}'"
-        self._managed_filter = f"tags.`{TAG_STATUS}` LIKE '%'"
+        scope = f" AND name LIKE '{name_like}'" if name_like else ""
+        self._model_filter = f"name LIKE '{name_like}'" if name_like else None
+        self._tag_filter = f"tags.`{tag_key}` = '{tag_value}'{scope}"
+        self._managed_filter = f"tags.`{TAG_STATUS}` LIKE '%'{scope}"
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
 

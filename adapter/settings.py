@@ -38,6 +38,9 @@ class AdapterSettings(BaseSettings):
     deploy_alias: str = Field("production", description="Alias that marks the version to serve.")
     deploy_tag: str = Field("stage=production", description="Version tag `key=value` that marks it.")
     deploy_stage: str = Field("Production", description="Legacy stage that marks it; empty disables.")
+    model_name_like: str = Field(
+        "", description="Only models whose name matches this MLflow LIKE pattern (e.g. `team-a-%`); empty: all."
+    )
     predictor_tracking_uri: str = Field("", description="Tracking URI as predictor pods see it.")
     predictor_secret_name: str = Field(
         "", description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the predictor; empty: none."
@@ -57,7 +60,7 @@ class AdapterSettings(BaseSettings):
     mlflow_webhook_secret: SecretStr = Field(SecretStr(""), description="HMAC secret of MLflow webhooks.")
     # MLflow client behaviour: short retries so one pass never hangs on a down server.
     mlflow_http_request_max_retries: int = Field(2, ge=0, description="MLflow client retries per call.")
-    mlflow_http_request_backoff_factor: float = Field(0.5, ge=0, description="MLflow client backoff.")
+    mlflow_http_request_backoff_factor: int = Field(1, ge=0, description="MLflow client backoff.")
     mlflow_http_request_timeout: int = Field(15, gt=0, description="MLflow client timeout, seconds.")
     # Local target (DEPLOY_TARGET=local).
     service_builder_state_dir: Path = Field(Path(".state"), description="Local target state and logs.")
@@ -69,6 +72,13 @@ class AdapterSettings(BaseSettings):
         key, sep, value = v.partition("=")
         if not sep or not _TAG_KEY.match(key.strip()) or not _TAG_VALUE.match(value.strip()):
             raise ValueError("DEPLOY_TAG must be key=value (no quotes, backticks or backslashes)")
+        return v
+
+    @field_validator("model_name_like")
+    @classmethod
+    def _like(cls, v: str) -> str:
+        if v and not _TAG_VALUE.match(v):
+            raise ValueError("MODEL_NAME_LIKE may not hold quotes, backticks or backslashes")
         return v
 
     @field_validator("deploy_alias")

@@ -1,0 +1,34 @@
+"""Playing KServe's controller in tests: the status an InferenceService shows for its latest revision."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+def status_for(
+    name: str, namespace: str, generation: int, previous: dict[str, Any] | None, state: str, message: str = ""
+) -> dict[str, Any]:
+    """`state`: ready (latest revision serves 100 %), rolling (created, not ready), failed (RevisionFailed)."""
+    status = copy.deepcopy(previous or {})
+    rev = f"{name}-predictor-{generation:05d}"
+    pred = status.setdefault("components", {}).setdefault("predictor", {})
+    prev_ready = pred.get("latestReadyRevision", "")
+    pred["latestCreatedRevision"] = rev
+    if state == "ready":
+        pred["latestReadyRevision"] = rev
+        pred["traffic"] = [{"revisionName": rev, "percent": 100, "latestRevision": True}]
+    ready = {"ready": "True", "failed": "False", "rolling": "Unknown"}[state]
+    # While a new revision rolls out, the previous one keeps the service Ready.
+    overall = "True" if state == "rolling" and prev_ready else ready
+    status["url"] = f"http://{name}-predictor.{namespace}.example.com"
+    status["conditions"] = [
+        {"type": "Ready", "status": overall},
+        {
+            "type": "PredictorReady",
+            "status": ready,
+            "reason": "RevisionFailed" if state == "failed" else "",
+            "message": message,
+        },
+    ]
+    return status

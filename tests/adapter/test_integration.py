@@ -1,0 +1,234 @@
+"""The adapter against a real `mlflow server` and the Kubernetes API stand-in over real HTTP."""
+
+from __future__ import annotations
+
+import re
+
+from adapter import naming
+from tests.adapter import crd
+from tests.adapter.conftest import NS, World
+
+ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/models/inferenceservices"
+
+
+def test_production_tag_to_ready_service_and_tags(world: World) -> None:
+    name = world.model("risk", stage="production")
+    world.model("plain")  # not marked: never deployed
+    rec = world.reconciler()
+    out = rec.run_pass().by_model()
+    assert list(out) == [name] and out[name].action == "created"
+    isvc = naming.isvc_name(name)
+    obj = world.isvc(isvc)
+    assert obj is not None and obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "service-builder"
+    assert crd.errors({k: v for k, v in obj.items() if k != "status"}) == []
+    assert world.tags(name, 1)["deployment.status"] == "deploying"
+
+    world.play(isvc, "ready")
+    out = rec.run_pass().by_model()
+    assert out[name].status == "ready"
+    t = world.tags(name, 1)
+    url = f"http://{isvc}-predictor.{NS}.example.com"
+    assert t["deployment.status"] == "ready" and t["deployed"] == "true"
+    assert t["deployment.url"] == url and t["model_endpoint"] == f"{url}/{naming.service_path(name)}/api/"
+    assert t["deployment.inferenceservice"] == f"{NS}/{isvc}"
+    assert world.mlflow.get_registered_model(name).tags == {"deployed": "true", "deployed_version": "1"}
+
+
+def test_second_sync_makes_zero_writes(world: World) -> None:
+    name = world.model("risk", stage="production")
+    rec = world.reconciler()
+    rec.run_pass()
+    world.play(naming.isvc_name(name), "ready")
+    rec.run_pass()
+    world.kube.reset_log()
+    before = sum(v for k, v in rec.registry.calls.items() if k.startswith(("set_", "delete_")))
+    fresh = world.reconciler()  # a new process (CronJob mode) as well as the same one
+    for r in (rec, fresh):
+        out = r.run_pass().by_model()
+        assert out[name].action == "unchanged" and out[name].tag_writes == 0
+    assert world.kube.count(writes_only=True) == 0
+    assert sum(v for k, v in rec.registry.calls.items() if k.startswith(("set_", "delete_"))) == before
+    assert sum(fresh.registry.calls.values()) == 3  # registered models, tagged versions, managed versions
+
+
+def test_alias_new_version_rollout_then_retire(world: World) -> None:
+    name = world.model("churn", versions=2)
+    world.mlflow.set_registered_model_alias(name, "production", "1")
+    rec = world.reconciler()
+    isvc = naming.isvc_name(name)
+    rec.run_pass()
+    world.play(isvc, "ready")
+    rec.run_pass()
+    world.mlflow.set_registered_model_alias(name, "production", "2")
+    out = rec.run_pass().by_model()
+    assert (out[name].version, out[name].action) == ("2", "updated")
+    assert world.isvc(isvc)["spec"]["predictor"]["annotations"]["mlflow.org/model-version"] == "2"
+    world.play(isvc, "ready")
+    rec.run_pass()
+    assert world.tags(name, 2)["deployment.status"] == "ready"
+    assert world.tags(name, 1)["deployment.status"] == "superseded" and world.tags(name, 1)["deployed"] == "false"
+
+    world.mlflow.delete_registered_model_alias(name, "production")
+    out = rec.run_pass().by_model()
+    assert out[name].action == "deleted" and world.isvc(isvc) is None
+    assert world.tags(name, 2)["deployment.status"] == "retired"
+    assert world.mlflow.get_registered_model(name).tags == {"deployed": "false"}
+
+
+def test_kubernetes_500_and_429_then_recovery(world: World) -> None:
+    name = world.model("a", stage="production")
+    world.kube.inject("PATCH", ISVC, status=500, times=1)
+    world.kube.inject("PATCH", ISVC, status=429, headers={"Retry-After": "0"}, times=1)
+    out = world.reconciler().run_pass().by_model()
+    assert out[name].action == "created"
+    assert world.kube.count("PATCH", ISVC) == 3
+
+
+def test_conflict_409_on_apply_is_retried(world: World) -> None:
+    name = world.model("a", stage="production")
+    world.kube.inject("PATCH", ISVC, status=409, times=1)
+    assert world.reconciler().run_pass().by_model()[name].action == "created"
+
+
+def test_dropped_connection_is_retried(world: World) -> None:
+    name = world.model("a", stage="production")
+    world.kube.drop("PATCH", ISVC, times=1)
+    assert world.reconciler().run_pass().by_model()[name].action == "created"
+    assert world.isvc(naming.isvc_name(name)) is not None
+
+
+def test_kubernetes_down_skips_the_pass_then_recovers(world: World) -> None:
+    name = world.model("a", stage="production")
+    world.kube.inject("GET", ISVC, status=503, times=None)
+    rec = world.reconciler()
+    result = rec.run_pass()
+    assert not result.ok and "503" in result.error
+    world.kube.clear_faults()
+    assert rec.run_pass().by_model()[name].action == "created"
+
+
+def test_one_models_api_error_never_stops_the_others(world: World) -> None:
+    bad = world.model("a-bad", stage="production")
+    good = world.model("b-good", stage="production")
+    world.kube.inject("PATCH", re.compile(re.escape(naming.isvc_name(bad))), status=403, times=None)
+    out = world.reconciler().run_pass().by_model()
+    assert out[bad].status == "failed" and "403" in world.tags(bad, 1)["deployment.message"]
+    assert out[good].action == "created"
+
+
+def test_never_ready_hits_the_deadline(world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    name = world.model("slow", stage="production")
+    skew = {"s": 0.0}
+    rec = world.reconciler(now=lambda: datetime.now(UTC) + timedelta(seconds=skew["s"]))
+    rec.run_pass()
+    world.play(naming.isvc_name(name), "rolling")
+    skew["s"] = 590
+    assert rec.run_pass().by_model()[name].status == "deploying"
+    skew["s"] = 610
+    out = rec.run_pass().by_model()
+    assert out[name].status == "failed"
+    assert "ProgressDeadlineExceeded" in world.tags(name, 1)["deployment.message"]
+
+
+def test_revision_failure_reason_reaches_mlflow(world: World) -> None:
+    name = world.model("crash", stage="production")
+    rec = world.reconciler()
+    rec.run_pass()
+    msg = 'Revision "x-predictor-00001" failed with message: Container failed with: ExitCode1.'
+    world.play(naming.isvc_name(name), "failed", msg)
+    rec.run_pass()
+    t = world.tags(name, 1)
+    assert t["deployment.status"] == "failed" and "ExitCode1" in t["deployment.message"]
+    assert t["deployed"] == "false" and "model_endpoint" not in t
+
+
+def test_unowned_service_with_the_same_name(world: World) -> None:
+    name = world.model("mine", stage="production")
+    isvc = naming.isvc_name(name)
+    world.kube.create_object(
+        "inferenceservices",
+        {
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {"name": isvc, "namespace": NS},
+            "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "theirs:1"}]}},
+        },
+    )
+    world.kube.reset_log()
+    out = world.reconciler().run_pass().by_model()
+    assert out[name].status == "failed"
+    assert "not managed by service-builder" in world.tags(name, 1)["deployment.message"]
+    assert world.kube.count(writes_only=True) == 0
+    assert world.isvc(isvc)["spec"]["predictor"]["containers"][0]["image"] == "theirs:1"
+
+
+def test_hostile_registry_input(world: World) -> None:
+    suffixes = ["Risk Model", "risk model", "Ünïcødé 模型", "UPPER", "x" * 80, "risk_model"]
+    names = [world.model(s, stage="production") for s in suffixes]
+    hostile = world.model("tagged")
+    world.mlflow.set_model_version_tag(hostile, "1", "stage", "production")
+    world.mlflow.set_model_version_tag(hostile, "1", "note", "x\nkind: Secret")
+    out = world.reconciler().run_pass().by_model()
+    assert all(out[n].action == "created" for n in [*names, hostile]), out
+    objs = world.kube.objects("inferenceservices", NS)
+    assert len({o["metadata"]["name"] for o in objs}) == len(names) + 1
+    for o in objs:
+        assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", o["metadata"]["name"]) and len(o["metadata"]["name"]) <= 45
+        assert o["kind"] == "InferenceService"
+    assert not any("Secret" in str(o.get("kind")) for o in world.kube.objects("events", NS))
+
+
+def test_crash_between_apply_and_write_back(world: World) -> None:
+    name = world.model("crashy", stage="production")
+    rec = world.reconciler()
+
+    class Crash(BaseException):
+        pass
+
+    real = rec.registry.set_version_tags
+    calls = {"n": 0}
+
+    def dying(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:  # after the intent and the apply, before the rollout write-back
+            raise Crash()
+        return real(*a, **kw)
+
+    rec.registry.set_version_tags = dying
+    try:
+        rec.run_pass()
+    except Crash:
+        pass
+    assert world.kube.count("PATCH", ISVC) == 1
+    fresh = world.reconciler()
+    out = fresh.run_pass().by_model()
+    assert out[name].action == "unchanged" and world.kube.count("PATCH", ISVC) == 1
+    world.play(naming.isvc_name(name), "ready")
+    assert fresh.run_pass().by_model()[name].status == "ready"
+    assert len(world.kube.objects("inferenceservices", NS)) == 1
+
+
+def test_mlflow_down_then_back(world: World, tmp_path) -> None:
+    from tests.servers import MlflowServer, free_port
+
+    port = free_port()
+    server = MlflowServer(url=f"http://127.0.0.1:{port}", port=port, root=tmp_path)
+    settings = world.settings.model_copy(update={"mlflow_tracking_uri": server.url})
+    world.settings = settings
+    rec = world.reconciler()
+    result = rec.run_pass()
+    assert not result.ok and "unreachable" in result.error
+    server.start()
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(server.url, registry_uri=server.url)
+        name = f"{world.prefix}back"
+        client.create_registered_model(name)
+        client.create_model_version(name, source="s3://models/x", tags={"stage": "production"})
+        out = rec.run_pass().by_model()
+        assert out[name].action == "created"
+    finally:
+        server.stop()
