@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -260,6 +260,7 @@ class CrdVersion:
     namespaced: bool
     status_subresource: bool
     schema: StructuralSchema | None
+    printer_columns: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
 
 
 @cache
@@ -283,4 +284,5 @@ def load_crd(path: Path, version: str | None = None) -> CrdVersion:
         namespaced=spec.get("scope", "Namespaced") == "Namespaced",
         status_subresource="status" in (chosen.get("subresources") or {}),
         schema=StructuralSchema(schema) if schema else None,
+        printer_columns=tuple(chosen.get("additionalPrinterColumns") or ()),
     )

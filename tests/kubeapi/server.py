@@ -43,7 +43,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,12 @@ import yaml
 
 from tests.kubeapi.errors import ApiError, status_body
 from tests.kubeapi.store import EVENTS, Kind, Obj, Store, WatchEvent, crd_kind, parse_body
+from tests.kubeapi.tables import table
 
 ISVC_CRD = "serving.kserve.io_inferenceservices.yaml"
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 TEST_MANAGER = "kubeapi-test"
+TABLE_TYPE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
 
 @functools.cache
@@ -111,6 +113,7 @@ class Request:
     content_type: str
     status: int
     seconds: float
+    body: bytes = field(default=b"", repr=False)
 
 
 @dataclass
@@ -414,7 +417,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self._log(code)
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        is_table = isinstance(body, dict) and body.get("kind") == "Table"
+        self.send_header("Content-Type", TABLE_TYPE if is_table else "application/json")
         self.send_header("Content-Length", str(len(data)))
         pairs = list(headers.items()) if isinstance(headers, dict) else headers or []
         for key, value in pairs:
@@ -431,6 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.headers.get("Content-Type", ""),
                 code,
                 time.monotonic() - self._started,
+                self._body,
             )
         )
 
@@ -438,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._started = time.monotonic()
         split = urlsplit(self.path)
         self._path, self._query = split.path, parse_qs(split.query)
-        body = self._read_body()
+        body = self._body = self._read_body()
         delay, fault = self.api._take_faults(self.command, self.path)
         if delay:
             time.sleep(delay)
@@ -521,7 +526,7 @@ class _Handler(BaseHTTPRequestHandler):
                     limit,
                     self._q("continue"),
                 )
-                self._send(200, listed)
+                self._send(200, self._maybe_table(kind, listed["items"], listed["metadata"]["resourceVersion"], listed))
             elif method == "POST" and not all_namespaces:
                 result = store.create(kind, namespace, parse_body(body), manager, dry_run, validation)
                 self._send(result.code, result.obj, _warning_headers(result.warnings))
@@ -531,7 +536,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             return
         if method == "GET":
-            self._send(200, store.get(kind, namespace, name))
+            obj = store.get(kind, namespace, name)
+            self._send(200, self._maybe_table(kind, [obj], obj["metadata"]["resourceVersion"], obj))
         elif method == "PUT":
             result = store.replace(kind, namespace, name, parse_body(body), manager, sub, dry_run, validation)
             self._send(result.code, result.obj, _warning_headers(result.warnings))
@@ -553,6 +559,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, store.delete(kind, namespace, name, options, dry_run).obj)
         else:
             raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
+
+    def _wants_table(self, kind: Kind) -> bool:
+        return bool(kind.printer_columns) and "as=Table" in self.headers.get("Accept", "")
+
+    def _maybe_table(self, kind: Kind, objects: list[Obj], resource_version: str, plain: Obj) -> Obj:
+        """The Table kubectl asks for (Accept: ...;as=Table), else the plain answer."""
+        if not self._wants_table(kind):
+            return plain
+        return table(objects, kind.printer_columns, resource_version, self._q("includeObject"))
 
     # ---- discovery ---------------------------------------------------------------------------------
 
@@ -653,7 +668,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk(json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n")
             else:
                 for type_, obj in initial:
-                    self._chunk(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
+                    shown_obj = self._maybe_table(kind, [obj], obj["metadata"]["resourceVersion"], obj)
+                    self._chunk(json.dumps({"type": type_, "object": shown_obj}).encode() + b"\n")
                 while not self.api.stopping and (left := deadline - time.monotonic()) > 0:
                     with store.lock:
                         events = [e for e in store.history if e.rv > cursor]
@@ -664,7 +680,8 @@ class _Handler(BaseHTTPRequestHandler):
                     for event in events:
                         shown = _watch_view(event, kind, namespace, matches)
                         if shown is not None:
-                            self._chunk(json.dumps({"type": shown, "object": event.obj}).encode() + b"\n")
+                            obj = self._maybe_table(kind, [event.obj], str(event.rv), event.obj)
+                            self._chunk(json.dumps({"type": shown, "object": obj}).encode() + b"\n")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except OSError:

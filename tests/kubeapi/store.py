@@ -68,8 +68,10 @@ class Kind:
     schema: StructuralSchema | None = None
     short_names: tuple[str, ...] = ()
     generation: bool = True
+    returns_deleted_object: bool = True  # CRs answer DELETE with the object, most built-ins with a Status
     field_selectors: tuple[str, ...] = ("metadata.name", "metadata.namespace")
     validate_extra: Callable[[Obj], list[FieldError]] | None = None
+    printer_columns: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -101,6 +103,7 @@ def crd_kind(path: Path, version: str | None = None) -> Kind:
         status_subresource=crd.status_subresource,
         schema=crd.schema,
         short_names=crd.short_names,
+        printer_columns=crd.printer_columns,
     )
 
 
@@ -134,6 +137,7 @@ EVENTS = Kind(
     list_kind="EventList",
     short_names=("ev",),
     generation=False,
+    returns_deleted_object=False,
     field_selectors=(
         "metadata.name",
         "metadata.namespace",
@@ -616,9 +620,9 @@ class Store:
                 f"({kind.api_version}), or the kind ({kind_name}) is not {kind.kind}"
             )
 
-    def _check_name(self, body: Obj, name: str) -> None:
+    def _check_name(self, body: Obj, name: str, required: bool = True) -> None:
         given = (body.get("metadata") or {}).get("name")
-        if given not in (None, "", name):
+        if given != name and (required or given not in (None, "")):
             raise ApiError.bad_request(f"the name of the object ({given}) does not match the name on the URL ({name})")
 
     def _check_rv(self, kind: Kind, stored: Stored, body: Obj) -> None:
@@ -642,6 +646,10 @@ class Store:
             raise ApiError.bad_request("the body of the request must be a JSON object")
         self._check_kind(kind, body)
         self._check_name(body, name)
+        if (body.get("metadata") or {}).get("namespace") not in (None, "", namespace):
+            raise ApiError.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         with self.lock:
             old = self._stored(kind, namespace, name)
             self._check_rv(kind, old, body)
@@ -704,8 +712,13 @@ class Store:
                 if isinstance(body, dict):
                     self._check_rv(kind, old, body)
                 candidate = patches.merge_patch(current, body)
-            if not isinstance(candidate, dict):
-                raise ApiError.bad_request("the patched object must be a JSON object")
+            if not isinstance(candidate, dict) or not isinstance(candidate.get("metadata"), dict):
+                raise ApiError.bad_request("the patched object must be a JSON object with metadata")
+            self._check_name(candidate, name)
+            if candidate["metadata"].get("namespace", "") != old.obj["metadata"].get("namespace", ""):
+                raise ApiError.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             if content_type == JSON_PATCH:
                 self._check_rv(kind, old, candidate)
             new, warnings = self._finish(kind, old.obj, candidate, sub, validation)
@@ -728,7 +741,7 @@ class Store:
         if not isinstance(config, dict):
             raise ApiError.bad_request("apply patch must be an object (YAML or JSON mapping)")
         self._check_kind(kind, config)
-        self._check_name(config, name)
+        self._check_name(config, name, required=False)
         config = _drop_nulls(copy.deepcopy(config))
         meta = config.setdefault("metadata", {})
         if not isinstance(meta, dict):
@@ -827,7 +840,12 @@ class Store:
                 new["metadata"]["deletionGracePeriodSeconds"] = 0
                 owners = {k: o.paths for k, o in old.owners.items()}
                 return self._commit(kind, old, new, owners, 200, [], False)
-            return WriteResult(self._remove(kind, (kind.resource, namespace, name)), 200, [])
+            gone = self._remove(kind, (kind.resource, namespace, name))
+            if kind.returns_deleted_object:
+                return WriteResult(gone, 200, [])
+            details = {"name": name, "group": kind.group, "kind": kind.plural, "uid": gone["metadata"]["uid"]}
+            success = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+            return WriteResult(success, 200, [])
 
     # ---- watch -------------------------------------------------------------------------------------
 

@@ -268,6 +268,14 @@ def test_replace_bumps_and_rejects_stale_resource_version(co: Any) -> None:
     assert co.replace_namespaced_custom_object(G, V, NS, P, "r", unconditional)["metadata"]["generation"] == 3
 
 
+def test_renaming_through_put_or_patch_is_400(kube_api: KubeApiServer, co: Any) -> None:
+    created = create(co, isvc("orig"))
+    renamed = dict(created, metadata=dict(created["metadata"], name="other"))
+    assert raw(kube_api, "PUT", f"{BASE}/orig", renamed)[0] == 400
+    assert raw(kube_api, "PATCH", f"{BASE}/orig", {"metadata": {"name": "x"}}, "application/merge-patch+json")[0] == 400
+    assert stored(kube_api, "orig") == created
+
+
 def test_delete_answers_the_object(co: Any) -> None:
     created = create(co, isvc("gone"))
     deleted = co.delete_namespaced_custom_object(G, V, NS, P, "gone")
@@ -665,6 +673,8 @@ def test_events_create_and_list(kube_client: client.ApiClient) -> None:
     with pytest.raises(ApiException) as exc:
         core.create_namespaced_event(NS, event("e3", "m3", namespace="elsewhere"))
     assert exc.value.status == 422 and "involvedObject.namespace" in error(exc)["message"]
+    deleted: Any = core.delete_namespaced_event("e1", NS)
+    assert deleted["status"] == "Success"  # built-ins answer a Status, custom resources the object
 
 
 # ---- fault injection and the request log ------------------------------------------------------------
@@ -822,6 +832,31 @@ def test_discovery_documents(kube_api: KubeApiServer) -> None:
     assert "isvc" in resources[0]["shortNames"]
 
 
+def test_table_output_uses_the_crd_printer_columns(kube_api: KubeApiServer, co: Any) -> None:
+    create(co, isvc("t1"))
+    kube_api.set_status(
+        P, NS, "t1", {"url": "http://t1.default.example.com", "conditions": [{"type": "Ready", "status": "True"}]}
+    )
+    resp = urllib3.request(
+        "GET", kube_api.url + BASE, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
+    )
+    answer = json.loads(resp.data)
+    assert answer["kind"] == "Table" and resp.headers["Content-Type"].startswith("application/json;as=Table")
+    names = [c["name"] for c in answer["columnDefinitions"]]
+    assert names[:4] == ["Name", "URL", "Ready", "Prev"] and names[-1] == "Age"
+    cells = answer["rows"][0]["cells"]
+    assert cells[:3] == ["t1", "http://t1.default.example.com", "True"] and re.fullmatch(r"\d+s", cells[-1])
+    assert answer["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+    assert raw(kube_api, "GET", BASE)[1]["kind"] == "InferenceServiceList"  # plain JSON unless asked
+
+
+@pytest.mark.kube_api(token="py-token", tls=True)
+def test_tls_and_token_with_the_python_client(kube_api: KubeApiServer, co: Any) -> None:
+    assert kube_api.url.startswith("https://127.0.0.1:") and kube_api.ca_file
+    assert create(co, isvc("secure"))["metadata"]["name"] == "secure"
+    assert urllib3.PoolManager(ca_certs=kube_api.ca_file).request("GET", kube_api.url + BASE).status == 401
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 @pytest.mark.kube_api(token="kubectl-token", tls=True)
 def test_kubectl_works_against_the_stand_in(kube_api: KubeApiServer, co: Any, tmp_path: Path) -> None:
@@ -846,3 +881,16 @@ def test_kubectl_works_against_the_stand_in(kube_api: KubeApiServer, co: Any, tm
     assert stored(kube_api, "k2")["metadata"]["labels"] == {"team": "ml"}
     kubectl("delete", "isvc", "k1")
     assert kube_api.get_object(P, NS, "k1") is None
+    manifest = tmp_path / "k3.json"
+    manifest.write_text(json.dumps(isvc("k3")))
+    assert "serverside-applied" in kubectl("apply", "--server-side", "--validate=false", "-f", str(manifest))
+    assert [e["manager"] for e in stored(kube_api, "k3")["metadata"]["managedFields"]] == ["kubectl"]
+    ready = {"url": "http://k3.example.com", "conditions": [{"type": "Ready", "status": "True"}]}
+    threading.Timer(0.5, kube_api.set_status, args=(P, NS, "k3", ready)).start()
+    assert "condition met" in kubectl("wait", "--for=condition=Ready", "isvc/k3", "--timeout=10s")
+    table = kubectl("get", "isvc", "k3").splitlines()
+    assert table[0].split()[:3] == ["NAME", "URL", "READY"] and table[1].split()[:3] == [
+        "k3",
+        "http://k3.example.com",
+        "True",
+    ]
