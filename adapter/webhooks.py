@@ -1,0 +1,400 @@
+"""MLflow webhook receiver: verified registry events wake the reconcile loop for one model.
+
+`WebhookReceiver` serves `POST /webhooks/mlflow` and `GET /healthz` from a stdlib HTTP server in a
+background thread. A delivery is checked (`verify_signature`, `ReplayGuard`), parsed, answered at
+once, and turned into `Trigger.request(model_name)`; the `run` loop (adapter.cli) waits on the
+`Trigger` between polls and reconciles the names it gets. Polling stays the safety net: MLflow
+sends nothing for stages, deletions or registered-model tags, and never redelivers after a 2xx.
+
+Imports neither mlflow nor kubernetes; `adapter.registry_webhooks` registers the webhook in MLflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import heapq
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from adapter.types import OWN_TAG_KEYS
+
+log = logging.getLogger(__name__)
+
+PATH = "/webhooks/mlflow"
+HEALTH_PATH = "/healthz"
+DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
+TIMESTAMP_HEADER = "X-MLflow-Timestamp"
+SIGNATURE_HEADER = "X-MLflow-Signature"
+SIGNATURE_VERSION = "v1"
+MAX_AGE_SECONDS = 300.0
+MAX_BODY_BYTES = 1 << 20
+
+# The registry events that can change which version of a model should be served.
+EVENTS: tuple[str, ...] = (
+    "model_version.created",
+    "model_version_tag.set",
+    "model_version_tag.deleted",
+    "model_version_alias.created",
+    "model_version_alias.deleted",
+)
+_TAG_EVENTS = frozenset({"model_version_tag.set", "model_version_tag.deleted"})
+
+
+class WebhookRejected(Exception):
+    """A delivery that is not provably from MLflow, or not fresh; `reason` is safe to log and return."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def sign(secret: bytes, delivery_id: str, timestamp: str, body: bytes) -> str:
+    """The `X-MLflow-Signature` value MLflow sends: `v1,` + base64(HMAC-SHA256(id.timestamp.body))."""
+    mac = hmac.new(secret, f"{delivery_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(mac).decode()}"
+
+
+def verify_signature(
+    secret: bytes,
+    delivery_id: str,
+    timestamp: str,
+    body: bytes,
+    signature_header: str,
+    now: float,
+    max_age: float = MAX_AGE_SECONDS,
+) -> None:
+    """Accept a delivery signed with `secret` whose timestamp is within `max_age` of `now`, else raise.
+
+    The header may hold several space-separated `v1,<base64>` signatures (Standard Webhooks); one
+    match is enough. Digests are compared in constant time.
+    """
+    if not delivery_id:
+        raise WebhookRejected(f"missing {DELIVERY_ID_HEADER} header")
+    if not timestamp:
+        raise WebhookRejected(f"missing {TIMESTAMP_HEADER} header")
+    if not signature_header:
+        raise WebhookRejected(f"missing {SIGNATURE_HEADER} header")
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise WebhookRejected(f"{TIMESTAMP_HEADER} is not unix seconds") from None
+    candidates: list[bytes] = []
+    for part in signature_header.split():
+        version, sep, value = part.partition(",")
+        if not sep or version != SIGNATURE_VERSION:
+            continue
+        try:
+            candidates.append(base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    if not candidates:
+        raise WebhookRejected(f"{SIGNATURE_HEADER} holds no well-formed {SIGNATURE_VERSION} signature")
+    expected = hmac.new(secret, f"{delivery_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    if not any(hmac.compare_digest(expected, c) for c in candidates):
+        raise WebhookRejected("signature does not match")
+    if sent_at < now - max_age:
+        raise WebhookRejected(f"timestamp is more than {max_age:g}s old")
+    if sent_at > now + max_age:
+        raise WebhookRejected(f"timestamp is more than {max_age:g}s in the future")
+
+
+class ReplayGuard:
+    """Delivery ids seen in the freshness window, so a captured delivery cannot be played again.
+
+    An id is kept until its own timestamp leaves the window (after that `verify_signature` rejects
+    it as stale). At most `max_entries` ids are kept; past that the oldest are dropped first.
+    """
+
+    def __init__(self, max_age: float = MAX_AGE_SECONDS, max_entries: int = 100_000) -> None:
+        self._max_age = max_age
+        self._max_entries = max_entries
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def first_time(self, delivery_id: str, sent_at: float, now: float) -> bool:
+        """Remember `delivery_id`; False if it was already seen (a replay or a duplicate)."""
+        with self._lock:
+            self._purge(now)
+            if delivery_id in self._expiry:
+                return False
+            expires = sent_at + self._max_age
+            self._expiry[delivery_id] = expires
+            heapq.heappush(self._heap, (expires, delivery_id))
+            while len(self._expiry) > self._max_entries:
+                _, oldest = heapq.heappop(self._heap)
+                self._expiry.pop(oldest, None)
+            return True
+
+    def _purge(self, now: float) -> None:
+        while self._heap and self._heap[0][0] < now:
+            _, delivery_id = heapq.heappop(self._heap)
+            self._expiry.pop(delivery_id, None)
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+
+class Trigger:
+    """Pending model names for the reconcile loop: many requests, few wake-ups.
+
+    A model requested for the first time is due `settle` seconds later, so events that come
+    together (an alias and a tag set by one script) make one reconcile. A model is returned at
+    most once per `cooldown` seconds: requests in between are held (never dropped) and answered
+    by one more reconcile when the cooldown ends. A burst of 50 events for one model over T
+    seconds thus wakes the loop about 1 + T / cooldown times, whatever its rate. Other models are
+    not held back by one model's cooldown.
+    """
+
+    def __init__(self, settle: float = 0.1, cooldown: float = 2.0) -> None:
+        self._settle = settle
+        self._cooldown = cooldown
+        self._cond = threading.Condition()
+        self._due: dict[str, float] = {}  # pending name -> monotonic time it may be returned
+        self._fired: dict[str, float] = {}  # name -> when `wait` last returned it
+        self._closed = False
+
+    def request(self, model_name: str) -> None:
+        with self._cond:
+            if model_name in self._due:
+                return  # already pending: the reconcile it gets will read the latest state
+            after_cooldown = self._fired.get(model_name, -self._cooldown) + self._cooldown
+            self._due[model_name] = max(time.monotonic() + self._settle, after_cooldown)
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> set[str]:
+        """The names now due (at least one); an empty set after `timeout` seconds or on close."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                ready = {name for name, due in self._due.items() if due <= now}
+                if ready:
+                    for name in ready:
+                        del self._due[name]
+                    self._fired = {n: t for n, t in self._fired.items() if t > now - self._cooldown}
+                    self._fired.update(dict.fromkeys(ready, now))
+                    return ready
+                if now >= deadline:
+                    break
+                self._cond.wait(min([deadline, *self._due.values()]) - now)
+            return set()
+
+    @property
+    def pending(self) -> set[str]:
+        with self._cond:
+            return set(self._due)
+
+    def close(self) -> None:
+        """Wake every waiter; later waits return at once."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _safe(value: object, limit: int = 80) -> str:
+    """A value fit for one log line: printable, bounded, no spaces to split on."""
+    text = "".join(c if c.isprintable() and not c.isspace() else "?" for c in str(value))
+    return text[:limit] or "-"
+
+
+class WebhookReceiver:
+    """Receives MLflow webhooks on `host:port` and requests a reconcile of the model they name."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        secret: str | bytes,
+        trigger: Trigger,
+        ignored_tag_keys: Collection[str] = OWN_TAG_KEYS,
+        ignored_tag_prefixes: tuple[str, ...] = ("deployment.",),
+        clock: Callable[[], float] = time.time,
+        max_age: float = MAX_AGE_SECONDS,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
+        secret_bytes = secret.encode() if isinstance(secret, str) else secret
+        if not secret_bytes:
+            raise ValueError("MLFLOW_WEBHOOK_SECRET is empty: the receiver only accepts signed deliveries")
+        self.host, self.port = host, port
+        self.trigger = trigger
+        self._secret = secret_bytes
+        self._ignored_keys = frozenset(ignored_tag_keys)
+        self._ignored_prefixes = ignored_tag_prefixes
+        self._clock = clock
+        self._max_age = max_age
+        self._max_body = max_body
+        self._replays = ReplayGuard(max_age)
+        self._stats_lock = threading.Lock()
+        self.stats = {"queued": 0, "ignored": 0, "rejected": 0, "malformed": 0}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # Lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Listen and serve in a background thread; returns the bound port (useful with port 0)."""
+        try:
+            server = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
+        except OSError as e:
+            raise OSError(f"webhook receiver cannot listen on {self.host}:{self.port}: {e.strerror}") from e
+        server.daemon_threads = True
+        self._server = server
+        self.port = int(server.server_address[1])
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="webhook-receiver", daemon=True
+        )
+        self._thread.start()
+        log.info("Webhook receiver listening on %s:%d%s", self.host, self.port, PATH)
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+        log.info("Webhook receiver stopped")
+
+    # One delivery ----------------------------------------------------------------------------
+
+    def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """Check, parse and route one delivery; returns (HTTP status, JSON answer). Never raises."""
+        started = time.perf_counter()
+        delivery_id = headers.get(DELIVERY_ID_HEADER.lower(), "")
+        fields: dict[str, object] = {"delivery": delivery_id}
+        status, answer = self._route(headers, body, fields)
+        with self._stats_lock:
+            self.stats[str(answer["status"])] += 1
+        fields.update(outcome=answer["status"], http=status, ms=f"{(time.perf_counter() - started) * 1e3:.1f}")
+        if "reason" in answer:
+            fields["reason"] = answer["reason"]
+        line = " ".join(f"{k}={_safe(v, 200 if k == 'reason' else 80)}" for k, v in fields.items())
+        log.log(logging.WARNING if status == 401 else logging.INFO, "Webhook delivery %s", line)
+        return status, answer
+
+    def _route(self, headers: dict[str, str], body: bytes, fields: dict[str, object]) -> tuple[int, dict]:
+        now = self._clock()
+        timestamp = headers.get(TIMESTAMP_HEADER.lower(), "")
+        try:
+            verify_signature(
+                self._secret,
+                str(fields["delivery"]),
+                timestamp,
+                body,
+                headers.get(SIGNATURE_HEADER.lower(), ""),
+                now,
+                self._max_age,
+            )
+            if not self._replays.first_time(str(fields["delivery"]), int(timestamp), now):
+                raise WebhookRejected("delivery id already seen (replay)")
+        except WebhookRejected as e:
+            return 401, {"status": "rejected", "reason": e.reason}
+        try:
+            event, name, data = _parse(body)
+        except ValueError as e:
+            return 400, {"status": "malformed", "reason": str(e)}
+        fields.update(event=event, model=name, version=data.get("version", "-"))
+        if event not in EVENTS:
+            return 202, {"status": "ignored", "reason": f"event {event} does not affect deployments"}
+        if event in _TAG_EVENTS:
+            key = str(data.get("key", ""))
+            fields["key"] = key
+            if key in self._ignored_keys or key.startswith(self._ignored_prefixes):
+                return 202, {"status": "ignored", "reason": f"tag {key} is written by the adapter"}
+        self.trigger.request(name)
+        return 202, {"status": "queued", "model": name}
+
+
+def _parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
+    """(event, model name, data) from an MLflow webhook body; ValueError says what is wrong."""
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"body is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(payload, dict):
+        raise ValueError("body must be a JSON object")
+    entity, action, data = payload.get("entity"), payload.get("action"), payload.get("data")
+    if not isinstance(entity, str) or not isinstance(action, str) or not entity or not action:
+        raise ValueError("body.entity and body.action must be non-empty strings")
+    if not isinstance(data, dict):
+        raise ValueError("body.data must be a JSON object")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("body.data.name must be a non-empty string")
+    return f"{entity}.{action}", name, data
+
+
+def _handler_for(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "service-builder-webhooks"
+        sys_version = ""
+        timeout = 30
+
+        def do_GET(self) -> None:
+            if self.path == HEALTH_PATH:
+                with receiver._stats_lock:
+                    stats = dict(receiver.stats)
+                self._send(200, {"status": "ok", "deliveries": stats})
+            elif self.path == PATH:
+                self._send(405, {"status": "error", "reason": f"use POST on {PATH}"}, allow="POST")
+            else:
+                self._send(404, {"status": "error", "reason": "not found"})
+
+        def do_POST(self) -> None:
+            if self.path != PATH:
+                self._send(404, {"status": "error", "reason": "not found"})
+                return
+            length_header = self.headers.get("Content-Length")
+            if length_header is None or not length_header.isdigit():
+                self._send(411, {"status": "error", "reason": "Content-Length header is required"}, close=True)
+                return
+            length = int(length_header)
+            if length > receiver._max_body:
+                reason = f"body over {receiver._max_body} bytes"
+                self._send(413, {"status": "error", "reason": reason}, close=True)
+                return
+            body = self.rfile.read(length)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, answer = receiver.handle(headers, body)
+            self._send(status, answer)
+
+        def _other(self) -> None:
+            self._send(405, {"status": "error", "reason": "method not allowed"}, allow="GET, POST", close=True)
+
+        do_PUT = do_DELETE = do_PATCH = _other
+
+        def _send(self, status: int, answer: dict, *, allow: str = "", close: bool = False) -> None:
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if allow:
+                self.send_header("Allow", allow)
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("webhook http: " + format, *args)
+
+    return Handler

@@ -1,0 +1,187 @@
+"""The receiver over real HTTP (stdlib server on 127.0.0.1), fed deliveries signed like MLflow's."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import time
+import uuid
+
+import pytest
+
+from adapter.webhooks import PATH, Trigger, WebhookReceiver
+from tests.webhooks.conftest import SECRET, Delivery, delivery, post, tag_event
+
+
+def test_healthz(receiver: WebhookReceiver) -> None:
+    status, body = post(receiver.port, Delivery(b""), path="/healthz", method="GET")
+    assert status == 200
+    assert body == {"status": "ok", "deliveries": {"queued": 0, "ignored": 0, "rejected": 0, "malformed": 0}}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        tag_event("churn"),
+        {"entity": "model_version_tag", "action": "deleted", "data": {"name": "churn", "version": "1", "key": "x"}},
+        {"entity": "model_version_alias", "action": "created", "data": {"name": "churn", "alias": "p", "version": "2"}},
+        {"entity": "model_version_alias", "action": "deleted", "data": {"name": "churn", "alias": "p"}},
+        {"entity": "model_version", "action": "created", "data": {"name": "churn", "version": "3", "tags": {}}},
+    ],
+    ids=lambda p: f"{p['entity']}.{p['action']}",
+)
+def test_handled_events_queue_the_model(receiver: WebhookReceiver, trigger: Trigger, payload: dict) -> None:
+    assert post(receiver.port, delivery(payload)) == (202, {"status": "queued", "model": "churn"})
+    assert trigger.wait(2) == {"churn"}
+
+
+@pytest.mark.parametrize("key", ["deployment.status", "deployment.url", "deployed", "model_endpoint", "deployment.x"])
+def test_the_adapters_own_tags_are_ignored(receiver: WebhookReceiver, trigger: Trigger, key: str) -> None:
+    status, body = post(receiver.port, delivery(tag_event("churn", key=key)))
+    assert (status, body["status"]) == (202, "ignored")
+    assert key in body["reason"]
+    assert trigger.wait(0.2) == set()
+
+
+def test_a_user_tag_that_merely_looks_alike_is_not_ignored(receiver: WebhookReceiver, trigger: Trigger) -> None:
+    assert post(receiver.port, delivery(tag_event("churn", key="deployed_by")))[0] == 202
+    assert trigger.wait(2) == {"churn"}
+
+
+def test_events_that_do_not_affect_deployments_are_ignored(receiver: WebhookReceiver, trigger: Trigger) -> None:
+    payload = {"entity": "registered_model", "action": "created", "data": {"name": "churn", "tags": {}}}
+    status, body = post(receiver.port, delivery(payload))
+    assert (status, body["status"]) == (202, "ignored")
+    assert trigger.wait(0.2) == set()
+
+
+def test_bad_signatures_get_401_and_no_effect(receiver: WebhookReceiver, trigger: Trigger) -> None:
+    good = delivery(tag_event("churn"))
+    unsigned = Delivery(good.body, {k: v for k, v in good.headers.items() if k != "X-MLflow-Signature"})
+    forged = delivery(tag_event("churn"), secret="guessed")
+    tampered = Delivery(good.body.replace(b"churn", b"other"), good.headers)
+    stale = delivery(tag_event("churn"), timestamp=time.time() - 301)
+    future = delivery(tag_event("churn"), timestamp=time.time() + 301)
+    reasons = {}
+    for label, d in [("unsigned", unsigned), ("forged", forged), ("tampered", tampered), ("stale", stale),
+                     ("future", future)]:  # fmt: skip
+        status, body = post(receiver.port, d)
+        assert (status, body["status"]) == (401, "rejected"), label
+        reasons[label] = body["reason"]
+    assert reasons == {
+        "unsigned": "missing X-MLflow-Signature header",
+        "forged": "signature does not match",
+        "tampered": "signature does not match",
+        "stale": "timestamp is more than 300s old",
+        "future": "timestamp is more than 300s in the future",
+    }
+    assert trigger.wait(0.2) == set()
+    assert receiver.stats["rejected"] == 5
+
+
+def test_a_replayed_delivery_is_rejected(receiver: WebhookReceiver, trigger: Trigger) -> None:
+    d = delivery(tag_event("churn"))
+    assert post(receiver.port, d)[0] == 202
+    assert trigger.wait(2) == {"churn"}
+    status, body = post(receiver.port, d)
+    assert (status, body) == (401, {"status": "rejected", "reason": "delivery id already seen (replay)"})
+    assert trigger.wait(0.2) == set()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "body is not JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+        (b"\xff\xfe", "body is not UTF-8"),
+        (b"[1, 2]", "body must be a JSON object"),
+        (b'{"entity": "model_version_tag", "data": {"name": "m"}}', "body.entity and body.action must be"),
+        (b'{"entity": "model_version_tag", "action": "set", "data": []}', "body.data must be a JSON object"),
+        (b'{"entity": "model_version_tag", "action": "set", "data": {"name": ""}}', "body.data.name must be"),
+    ],
+)
+def test_malformed_signed_bodies_get_400(receiver: WebhookReceiver, trigger: Trigger, body: bytes, reason: str) -> None:
+    status, answer = post(receiver.port, delivery(body))
+    assert status == 400
+    assert answer["status"] == "malformed"
+    assert answer["reason"].startswith(reason)
+    assert trigger.wait(0.1) == set()
+
+
+def test_body_size_limit(trigger: Trigger) -> None:
+    r = WebhookReceiver("127.0.0.1", 0, SECRET, trigger, max_body=1000)
+    r.start()
+    try:
+        d = delivery(tag_event("churn", value="x" * 2000))
+        assert post(r.port, d) == (413, {"status": "error", "reason": "body over 1000 bytes"})
+        assert post(r.port, delivery(tag_event("churn")))[0] == 202
+    finally:
+        r.stop()
+
+
+def test_missing_content_length_gets_411(receiver: WebhookReceiver) -> None:
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as s:
+        s.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 411")
+
+
+def test_unknown_paths_and_methods(receiver: WebhookReceiver) -> None:
+    assert post(receiver.port, delivery(tag_event("m")), path="/nope")[0] == 404
+    assert post(receiver.port, Delivery(b""), path="/nope", method="GET")[0] == 404
+    assert post(receiver.port, Delivery(b""), path=PATH, method="GET")[0] == 405
+    assert post(receiver.port, Delivery(b""), path=PATH, method="DELETE")[0] == 405
+
+
+def test_keep_alive_connection_serves_several_deliveries(receiver: WebhookReceiver, trigger: Trigger) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=5)
+    try:
+        for name in ("a", "b", "c"):
+            d = delivery(tag_event(name))
+            conn.request("POST", PATH, body=d.body, headers=d.headers)
+            resp = conn.getresponse()
+            assert (resp.status, json.loads(resp.read())["model"]) == (202, name)
+    finally:
+        conn.close()
+    got = trigger.wait(2)
+    while got != {"a", "b", "c"}:  # each name is due `settle` after its own first request
+        more = trigger.wait(2)
+        assert more, f"only {got} were triggered"
+        got |= more
+
+
+def test_one_log_line_per_delivery_without_secret_or_body(
+    receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="adapter.webhooks")
+    delivery_id = str(uuid.uuid4())
+    post(receiver.port, delivery(tag_event("churn", value="VALUE-MARKER"), delivery_id=delivery_id))
+    post(receiver.port, delivery(tag_event("churn"), secret="forged\nfake=line"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Webhook delivery")]
+    assert len(lines) == 2
+    assert lines[0] == (
+        f"Webhook delivery delivery={delivery_id} event=model_version_tag.set model=churn version=1 key=stage"
+        f" outcome=queued http=202 ms={lines[0].split('ms=')[1]}"
+    )
+    assert "outcome=rejected http=401" in lines[1] and "reason=signature?does?not?match" in lines[1]
+    assert all(SECRET not in line and "VALUE-MARKER" not in line and "\n" not in line for line in lines)
+
+
+def test_empty_secret_is_refused(trigger: Trigger) -> None:
+    with pytest.raises(ValueError, match="MLFLOW_WEBHOOK_SECRET is empty"):
+        WebhookReceiver("127.0.0.1", 0, "", trigger)
+
+
+def test_port_in_use_is_a_clear_error(receiver: WebhookReceiver, trigger: Trigger) -> None:
+    other = WebhookReceiver("127.0.0.1", receiver.port, SECRET, trigger)
+    with pytest.raises(OSError, match=f"webhook receiver cannot listen on 127.0.0.1:{receiver.port}"):
+        other.start()
+
+
+def test_stop_frees_the_port(trigger: Trigger) -> None:
+    r = WebhookReceiver("127.0.0.1", 0, SECRET, trigger)
+    port = r.start()
+    r.stop()
+    r.stop()  # idempotent
+    with pytest.raises(ConnectionRefusedError):
+        post(port, delivery(tag_event("m")))

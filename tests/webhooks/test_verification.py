@@ -1,0 +1,231 @@
+"""Unit tests of the pure parts of the receiver: signature check, replay guard, trigger coalescing."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import threading
+import time
+
+import pytest
+from mlflow.webhooks.delivery import _generate_hmac_signature
+
+from adapter.webhooks import ReplayGuard, Trigger, WebhookRejected, sign, verify_signature
+
+SECRET = b"whsec-unit"
+DID = "5f1c0d7e-1111-4222-8333-944455556666"
+NOW = 1_800_000_000.0
+TS = str(int(NOW))
+BODY = b'{"entity": "model_version_tag", "action": "set", "data": {"name": "m"}}'
+
+
+def check(header: str, *, secret: bytes = SECRET, ts: str = TS, body: bytes = BODY, now: float = NOW) -> None:
+    verify_signature(secret, DID, ts, body, header, now=now)
+
+
+def reason(header: str, **kw) -> str:
+    with pytest.raises(WebhookRejected) as e:
+        check(header, **kw)
+    return e.value.reason
+
+
+def test_sign_matches_mlflows_own_recipe() -> None:
+    # The sender's function, from the pinned mlflow, against ours: same bytes, same header.
+    mlflow_header = _generate_hmac_signature(SECRET.decode(), DID, TS, BODY.decode())
+    assert sign(SECRET, DID, TS, BODY) == mlflow_header
+    check(mlflow_header)
+
+
+def test_known_vector() -> None:
+    # HMAC-SHA256(b"k", b"id.1.{}") computed independently (openssl dgst -sha256 -hmac k -binary | base64).
+    assert sign(b"k", "id", "1", b"{}") == "v1,g7RitEqJvu8yMbDC6clEYxfin7F9RZIMzpsXDw051Xc="
+
+
+def test_good_signature_within_window_passes() -> None:
+    header = sign(SECRET, DID, TS, BODY)
+    check(header)
+    check(header, now=NOW + 300)  # exactly max_age old is still fresh
+    check(header, now=NOW - 300)  # and so is a sender clock 5 minutes ahead
+
+
+def test_one_matching_signature_among_several_is_enough() -> None:
+    good = sign(SECRET, DID, TS, BODY)
+    other = sign(b"old-secret", DID, TS, BODY)
+    check(f"{other} {good}")
+    check(f"v2,abc {good}")
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({"secret": b"wrong-secret"}, "signature does not match"),
+        ({"body": BODY.replace(b'"m"', b'"other"')}, "signature does not match"),
+        ({"ts": str(int(NOW) + 1)}, "signature does not match"),
+    ],
+    ids=["wrong-secret", "tampered-body", "tampered-timestamp"],
+)
+def test_forged_deliveries_are_rejected(kw: dict, expected: str) -> None:
+    assert reason(sign(SECRET, DID, TS, BODY), **kw) == expected
+
+
+def test_flipped_signature_bit_is_rejected() -> None:
+    raw = bytearray(base64.b64decode(sign(SECRET, DID, TS, BODY)[3:]))
+    raw[0] ^= 1
+    assert reason("v1," + base64.b64encode(bytes(raw)).decode()) == "signature does not match"
+
+
+def test_stale_and_future_timestamps_are_rejected() -> None:
+    header = sign(SECRET, DID, TS, BODY)
+    assert reason(header, now=NOW + 301) == "timestamp is more than 300s old"
+    assert reason(header, now=NOW - 301) == "timestamp is more than 300s in the future"
+
+
+@pytest.mark.parametrize(
+    ("header", "ts", "expected"),
+    [
+        ("", TS, "missing X-MLflow-Signature header"),
+        ("v1,abc", "", "missing X-MLflow-Timestamp header"),
+        ("v1,abc", "yesterday", "X-MLflow-Timestamp is not unix seconds"),
+        ("v1", TS, "X-MLflow-Signature holds no well-formed v1 signature"),
+        ("v1,not base64!", TS, "X-MLflow-Signature holds no well-formed v1 signature"),
+        ("v2," + base64.b64encode(b"x" * 32).decode(), TS, "X-MLflow-Signature holds no well-formed v1 signature"),
+        ("v1,", TS, "signature does not match"),
+    ],
+)
+def test_malformed_headers_are_rejected(header: str, ts: str, expected: str) -> None:
+    assert reason(header, ts=ts) == expected
+
+
+def test_missing_delivery_id_is_rejected() -> None:
+    with pytest.raises(WebhookRejected, match="missing X-MLflow-Delivery-Id header"):
+        verify_signature(SECRET, "", TS, BODY, sign(SECRET, "", TS, BODY), now=NOW)
+
+
+def test_replay_guard_remembers_ids_for_the_window() -> None:
+    guard = ReplayGuard(max_age=300)
+    assert guard.first_time("a", NOW, now=NOW)
+    assert not guard.first_time("a", NOW, now=NOW + 1)
+    assert guard.first_time("b", NOW, now=NOW + 1)
+    assert not guard.first_time("a", NOW, now=NOW + 300)  # still inside a's window
+    assert guard.first_time("c", NOW + 400, now=NOW + 400)
+    assert len(guard) == 1  # a and b expired with their timestamps and were purged
+
+
+def test_replay_guard_memory_is_bounded() -> None:
+    guard = ReplayGuard(max_age=300, max_entries=100)
+    for i in range(1000):
+        assert guard.first_time(f"id-{i}", NOW + i / 1000, now=NOW)
+    assert len(guard) == 100
+    assert not guard.first_time("id-999", NOW, now=NOW)  # the newest are the ones kept
+
+
+def test_trigger_returns_empty_set_on_timeout() -> None:
+    t = Trigger()
+    started = time.monotonic()
+    assert t.wait(0.2) == set()
+    assert 0.18 <= time.monotonic() - started < 1.0
+
+
+def test_trigger_coalesces_and_clears() -> None:
+    t = Trigger(settle=0.05)
+    started = time.monotonic()
+    for _ in range(50):
+        t.request("m")
+    t.request("n")
+    assert t.wait(1) == {"m", "n"}
+    assert 0.04 <= time.monotonic() - started < 0.5  # due after `settle`, not before
+    assert t.pending == set()
+    assert t.wait(0.05) == set()
+
+
+def wake_ups_during(t: Trigger, send) -> list[tuple[float, set[str]]]:
+    """Run `send` in a thread while waiting on `t`; (seconds since start, names) per wake-up."""
+    sender = threading.Thread(target=send)
+    started = time.monotonic()
+    sender.start()
+    wake_ups = []
+    while sender.is_alive() or t.pending:
+        names = t.wait(0.5)
+        if names:
+            wake_ups.append((time.monotonic() - started, names))
+    sender.join()
+    return wake_ups
+
+
+def test_a_fast_burst_wakes_the_loop_once() -> None:
+    t = Trigger(settle=0.2, cooldown=1.0)
+
+    def burst() -> None:
+        for _ in range(10):
+            t.request("m")
+            time.sleep(0.01)
+
+    assert [names for _, names in wake_ups_during(t, burst)] == [{"m"}]
+
+
+def test_a_slow_burst_wakes_the_loop_once_per_cooldown_and_covers_the_last_event() -> None:
+    t = Trigger(settle=0.02, cooldown=0.3)
+    last_sent: list[float] = []
+
+    def burst() -> None:
+        started = time.monotonic()
+        for _ in range(50):  # one request every 20 ms for about a second
+            t.request("m")
+            time.sleep(0.02)
+        last_sent.append(time.monotonic() - started)
+
+    wake_ups = wake_ups_during(t, burst)
+    assert all(names == {"m"} for _, names in wake_ups)
+    assert 2 <= len(wake_ups) <= 2 + last_sent[0] / 0.3  # about 1 + 1.0 s / 0.3 s, not 50
+    assert wake_ups[0][0] < 0.25  # the first event is not held back by the cooldown
+    assert wake_ups[-1][0] >= last_sent[0]  # the last event got its own reconcile
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(wake_ups)]
+    assert min(gaps) >= 0.29
+
+
+def test_one_models_cooldown_does_not_hold_back_another() -> None:
+    t = Trigger(settle=0.01, cooldown=5.0)
+    t.request("m")
+    assert t.wait(1) == {"m"}
+    t.request("m")
+    t.request("n")
+    started = time.monotonic()
+    assert t.wait(1) == {"n"}
+    assert time.monotonic() - started < 0.5
+    assert t.pending == {"m"}
+    assert t.wait(0.2) == set()  # m waits out its cooldown
+
+
+def test_trigger_is_thread_safe() -> None:
+    t = Trigger(settle=0.001, cooldown=0.01)
+    names = {f"model-{i}" for i in range(20)}
+    got: set[str] = set()
+
+    def send() -> None:
+        for _ in range(200):
+            for n in names:
+                t.request(n)
+
+    senders = [threading.Thread(target=send) for _ in range(4)]
+    for s in senders:
+        s.start()
+    while any(s.is_alive() for s in senders):
+        got |= t.wait(0.05)
+    got |= t.wait(0.05)
+    assert got == names
+
+
+def test_close_wakes_a_waiter() -> None:
+    t = Trigger()
+    result: list[set[str]] = []
+    waiter = threading.Thread(target=lambda: result.append(t.wait(30)))
+    waiter.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    t.close()
+    waiter.join(timeout=2)
+    assert not waiter.is_alive()
+    assert result == [set()]
+    assert time.monotonic() - started < 1
+    assert t.closed
+    assert t.wait(30) == set()  # later waits return at once
