@@ -201,6 +201,8 @@ class StructuralSchema:
                 invalid(f"{path} in body should be at least {schema['minLength']} chars long")
             if "pattern" in schema and not _regex(schema["pattern"]).search(value):
                 invalid(f"{path} in body should match '{schema['pattern']}'")
+            if schema.get("format") == "date-time" and not _RFC3339.fullmatch(value):
+                invalid(f"{path} in body must be of type date-time: {go_repr(value)}")
         elif isinstance(value, int | float) and not isinstance(value, bool):
             if "minimum" in schema and value < schema["minimum"]:
                 invalid(f"{path} in body should be greater than or equal to {schema['minimum']}")
@@ -239,6 +241,9 @@ class StructuralSchema:
                 shown = go_repr({k: item.get(k) for k in keys} if list_type == "map" else item)
                 errors.append(FieldError(f"{path}[{i}]", "FieldValueDuplicate", f"Duplicate value: {shown}"))
             seen.append(ident)
+
+
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 
 
 @cache

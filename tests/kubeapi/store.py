@@ -72,6 +72,7 @@ class Kind:
     field_selectors: tuple[str, ...] = ("metadata.name", "metadata.namespace")
     validate_extra: Callable[[Obj], list[FieldError]] | None = None
     printer_columns: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
+    normalize: Callable[[Obj], None] | None = None
 
     @property
     def api_version(self) -> str:
@@ -128,6 +129,41 @@ def _validate_event(event: Obj) -> list[FieldError]:
     return errors
 
 
+_STR: Obj = {"type": "string"}
+_TIME: Obj = {"type": "string", "format": "date-time"}
+_REF: Obj = {
+    "type": "object",
+    "properties": {k: _STR for k in ("apiVersion", "fieldPath", "kind", "name", "namespace", "resourceVersion", "uid")},
+}
+EVENT_SCHEMA = StructuralSchema(
+    {
+        "type": "object",
+        "properties": {
+            "apiVersion": _STR,
+            "kind": _STR,
+            "metadata": {"type": "object"},
+            "involvedObject": _REF,
+            "related": _REF,
+            **{k: _STR for k in ("reason", "message", "type", "action", "reportingComponent", "reportingInstance")},
+            "count": {"type": "integer", "format": "int32"},
+            "firstTimestamp": _TIME,
+            "lastTimestamp": _TIME,
+            "eventTime": _TIME,
+            "source": {"type": "object", "properties": {"component": _STR, "host": _STR}},
+            "series": {"type": "object", "properties": {"count": {"type": "integer"}, "lastObservedTime": _TIME}},
+        },
+    }
+)
+
+
+def _normalize_event_times(event: Obj) -> None:
+    """metav1.Time is written back in UTC to the second, MicroTime (eventTime) to the microsecond."""
+    for key, micro in (("firstTimestamp", False), ("lastTimestamp", False), ("eventTime", True)):
+        if isinstance(event.get(key), str):
+            when = datetime.fromisoformat(event[key].replace("Z", "+00:00")).astimezone(UTC)
+            event[key] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
 EVENTS = Kind(
     group="",
     version="v1",
@@ -153,7 +189,9 @@ EVENTS = Kind(
         "source",
         "type",
     ),
+    schema=EVENT_SCHEMA,
     validate_extra=_validate_event,
+    normalize=_normalize_event_times,
 )
 
 
@@ -357,6 +395,15 @@ class Store:
         if kind.schema is not None:
             unknown += kind.schema.prune(obj)
             kind.schema.default(obj)
+            if not kind.group:  # a built-in type: a wrong type is a decoding error (400), not Invalid (422)
+                decode_errors = kind.schema.validate(obj)
+                if decode_errors:
+                    raise ApiError.bad_request(
+                        f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: '
+                        + "; ".join(e.message for e in decode_errors)
+                    )
+        if kind.normalize is not None:
+            kind.normalize(obj)
         if unknown and validation == "Strict":
             raise ApiError.bad_request("strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
         if validation == "Ignore":
@@ -416,7 +463,7 @@ class Store:
 
     def _validate(self, kind: Kind, obj: Obj) -> None:
         errors = self._meta_errors(obj)
-        if kind.schema is not None:
+        if kind.schema is not None and kind.group:
             errors += kind.schema.validate(obj)
         if kind.validate_extra is not None:
             errors += kind.validate_extra(obj)
