@@ -1,0 +1,118 @@
+"""`service-builder` as users run it: real processes against real MLflow and the API stand-in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from adapter import naming
+from tests.adapter import crd
+from tests.adapter.conftest import NS, World
+
+PLANTED = "planted-SECRET-9f8e7d"
+
+
+def env_for(world: World, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "K8S_", "AWS_", "DEPLOY_"))}
+    env.update(
+        MLFLOW_TRACKING_URI=world.settings.mlflow_tracking_uri,
+        K8S_API=world.kube.url,
+        K8S_NAME_SPACE=NS,
+        MODEL_NAME_LIKE=world.settings.model_name_like,
+        PREDICTOR_IMAGE="kind.local/custom-predictor:dev",
+        PREDICTOR_SECRET_NAME="mlflow-s3",
+        AWS_ACCESS_KEY_ID="planted-key-id",
+        AWS_SECRET_ACCESS_KEY=PLANTED,
+        LOG_LEVEL="DEBUG",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+    )
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adapter", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_render_needs_neither_cluster_nor_mlflow() -> None:
+    env = {"PATH": os.environ["PATH"], "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "K8S_API": "http://127.0.0.1:9"}
+    p = cli("render", "--model", "Breast Cancer_Risk", "--version", "3", env=env)
+    assert p.returncode == 0, p.stderr
+    doc = yaml.safe_load(p.stdout)
+    assert crd.errors(doc) == []
+    assert doc["metadata"]["name"] == naming.isvc_name("Breast Cancer_Risk")
+    bad = cli("render", "--model", "m", "--version", "x; rm -rf /", env=env)
+    assert bad.returncode != 0 and "--version must be a version number" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_invalid_configuration_is_one_clear_line() -> None:
+    env = {"PATH": os.environ["PATH"], "POLL_INTERVAL_SECONDS": "soon", "K8S_NAME_SPACE": "Bad_NS"}
+    p = cli("sync", env=env)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "POLL_INTERVAL_SECONDS" in p.stderr and "K8S_NAME_SPACE" in p.stderr
+
+
+def test_sync_status_and_no_secret_anywhere(world: World) -> None:
+    name = world.model("Patient Risk", stage="production")
+    env = env_for(world)
+    p = cli("sync", env=env)
+    assert p.returncode == 0, p.stderr
+    isvc = naming.isvc_name(name)
+    assert "action=created" in p.stderr and f"isvc={NS}/{isvc}" in p.stderr
+    world.play(isvc, "ready")
+    p2 = cli("sync", env=env)
+    assert p2.returncode == 0, p2.stderr
+    status = cli("status", env=env)
+    assert status.returncode == 0, status.stderr
+    header, row = status.stdout.splitlines()[:2]
+    assert header.split() == ["MODEL", "VERSION", "INFERENCESERVICE", "STATUS", "URL", "AGE"]
+    assert name in row and f"{NS}/{isvc}" in row and " ready " in row and "example.com" in row
+    # The planted secret is in no manifest, tag or log line.
+    manifests = yaml.safe_dump(world.kube.objects("inferenceservices", NS)) + yaml.safe_dump(
+        world.kube.objects("events", NS)
+    )
+    tags = str(world.tags(name, 1)) + str(world.mlflow.get_registered_model(name).tags)
+    for text in (manifests, tags, p.stderr, p2.stderr, status.stdout, status.stderr):
+        assert PLANTED not in text and "planted-key-id" not in text
+    assert "secretKeyRef" in manifests
+
+
+def test_sync_exit_code_when_mlflow_is_down(world: World) -> None:
+    p = cli("sync", env=env_for(world, MLFLOW_TRACKING_URI="http://127.0.0.1:9"))
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "unreachable" in p.stderr
+
+
+def test_run_keeps_going_and_stops_cleanly_on_sigterm(world: World) -> None:
+    name = world.model("looped", stage="production")
+    env = env_for(world, POLL_INTERVAL_SECONDS="0.5", WEBHOOK_PORT="0")
+    proc = subprocess.Popen([sys.executable, "-m", "adapter", "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while world.isvc(naming.isvc_name(name)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert world.isvc(naming.isvc_name(name)) is not None
+        world.kube.inject("GET", "/inferenceservices", status=503, times=3)  # a bad moment on the API server
+        time.sleep(1.5)
+        world.play(naming.isvc_name(name), "ready")
+        while world.tags(name, 1).get("deployment.status") != "ready" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert world.tags(name, 1)["deployment.status"] == "ready"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""
+    assert "Stopped" in err and "Traceback" not in err
+    assert "Pass skipped" in err
