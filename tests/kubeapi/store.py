@@ -18,14 +18,25 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.kubeapi import patches
 from tests.kubeapi.errors import ApiError
-from tests.kubeapi.schema import FieldError, StructuralSchema, go_repr, load_crd
+from tests.kubeapi.kinds import Kind
+from tests.kubeapi.ownership import (
+    MISSING,
+    FieldPath,
+    deep_merge,
+    delete_path,
+    drop_nulls,
+    fields_v1,
+    get_path,
+    leaf_paths,
+    overlap,
+)
+from tests.kubeapi.schema import FieldError, go_repr
 from tests.kubeapi.selectors import (
     dns1123_subdomain_errors,
     field_selector,
@@ -35,9 +46,7 @@ from tests.kubeapi.selectors import (
 )
 
 Obj = dict[str, Any]
-FieldPath = tuple[str, ...]
 OwnerKey = tuple[str, str, str]  # (manager, "Apply" | "Update", subresource)
-MISSING: Any = object()
 
 OBJECT_META_KEYS = {
     "name", "generateName", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
@@ -51,148 +60,6 @@ JSON_PATCH = "application/json-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One served resource: where it lives in the API and which registry rules apply to it."""
-
-    group: str
-    version: str
-    plural: str
-    singular: str
-    kind: str
-    list_kind: str
-    namespaced: bool = True
-    status_subresource: bool = False
-    schema: StructuralSchema | None = None
-    short_names: tuple[str, ...] = ()
-    generation: bool = True
-    returns_deleted_object: bool = True  # CRs answer DELETE with the object, most built-ins with a Status
-    field_selectors: tuple[str, ...] = ("metadata.name", "metadata.namespace")
-    validate_extra: Callable[[Obj], list[FieldError]] | None = None
-    printer_columns: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
-    normalize: Callable[[Obj], None] | None = None
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def resource(self) -> str:
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    @property
-    def prefix(self) -> str:
-        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-
-    @property
-    def group_kind(self) -> str:
-        return f"{self.kind}.{self.group}" if self.group else self.kind
-
-
-def crd_kind(path: Path, version: str | None = None) -> Kind:
-    crd = load_crd(path, version)
-    return Kind(
-        group=crd.group,
-        version=crd.version,
-        plural=crd.plural,
-        singular=crd.singular,
-        kind=crd.kind,
-        list_kind=crd.list_kind,
-        namespaced=crd.namespaced,
-        status_subresource=crd.status_subresource,
-        schema=crd.schema,
-        short_names=crd.short_names,
-        printer_columns=crd.printer_columns,
-    )
-
-
-def _validate_event(event: Obj) -> list[FieldError]:
-    """The legacy core/v1 Event rules of kube-apiserver (ValidateEventCreate)."""
-    errors = []
-    namespace = event["metadata"].get("namespace", "")
-    involved = event.get("involvedObject")
-    if not isinstance(involved, dict):
-        return [FieldError("involvedObject", "FieldValueRequired", "Required value")]
-    involved_ns = involved.get("namespace", "") or ""
-    if not event.get("eventTime"):
-        ok = namespace in ("", "default") if not involved_ns else namespace == involved_ns
-    else:
-        ok = bool(involved_ns) or namespace in ("default", "kube-system")
-        for required in ("reportingComponent", "reportingInstance", "action", "reason"):
-            if not event.get(required):
-                errors.append(FieldError(required, "FieldValueRequired", "Required value"))
-    if not ok:
-        detail = f"Invalid value: {go_repr(involved_ns)}: does not match event.namespace"
-        errors.append(FieldError("involvedObject.namespace", "FieldValueInvalid", detail))
-    return errors
-
-
-_STR: Obj = {"type": "string"}
-_TIME: Obj = {"type": "string", "format": "date-time"}
-_REF: Obj = {
-    "type": "object",
-    "properties": {k: _STR for k in ("apiVersion", "fieldPath", "kind", "name", "namespace", "resourceVersion", "uid")},
-}
-EVENT_SCHEMA = StructuralSchema(
-    {
-        "type": "object",
-        "properties": {
-            "apiVersion": _STR,
-            "kind": _STR,
-            "metadata": {"type": "object"},
-            "involvedObject": _REF,
-            "related": _REF,
-            **{k: _STR for k in ("reason", "message", "type", "action", "reportingComponent", "reportingInstance")},
-            "count": {"type": "integer", "format": "int32"},
-            "firstTimestamp": _TIME,
-            "lastTimestamp": _TIME,
-            "eventTime": _TIME,
-            "source": {"type": "object", "properties": {"component": _STR, "host": _STR}},
-            "series": {"type": "object", "properties": {"count": {"type": "integer"}, "lastObservedTime": _TIME}},
-        },
-    }
-)
-
-
-def _normalize_event_times(event: Obj) -> None:
-    """metav1.Time is written back in UTC to the second, MicroTime (eventTime) to the microsecond."""
-    for key, micro in (("firstTimestamp", False), ("lastTimestamp", False), ("eventTime", True)):
-        if isinstance(event.get(key), str):
-            when = datetime.fromisoformat(event[key].replace("Z", "+00:00")).astimezone(UTC)
-            event[key] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
-
-
-EVENTS = Kind(
-    group="",
-    version="v1",
-    plural="events",
-    singular="event",
-    kind="Event",
-    list_kind="EventList",
-    short_names=("ev",),
-    generation=False,
-    returns_deleted_object=False,
-    field_selectors=(
-        "metadata.name",
-        "metadata.namespace",
-        "involvedObject.kind",
-        "involvedObject.namespace",
-        "involvedObject.name",
-        "involvedObject.uid",
-        "involvedObject.apiVersion",
-        "involvedObject.resourceVersion",
-        "involvedObject.fieldPath",
-        "reason",
-        "reportingComponent",
-        "source",
-        "type",
-    ),
-    schema=EVENT_SCHEMA,
-    validate_extra=_validate_event,
-    normalize=_normalize_event_times,
-)
 
 
 @dataclass
@@ -226,59 +93,6 @@ class WriteResult:
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def get_path(obj: Any, path: FieldPath) -> Any:
-    for key in path:
-        if not isinstance(obj, dict) or key not in obj:
-            return MISSING
-        obj = obj[key]
-    return obj
-
-
-def leaf_paths(value: Any, prefix: FieldPath = ()) -> set[FieldPath]:
-    """Ownership granularity: every map key down to scalars, lists and empty maps (lists are atomic)."""
-    if isinstance(value, dict) and value:
-        out: set[FieldPath] = set()
-        for key, item in value.items():
-            out |= leaf_paths(item, (*prefix, key))
-        return out
-    return {prefix} if prefix else set()
-
-
-def _overlap(a: FieldPath, b: FieldPath) -> bool:
-    n = min(len(a), len(b))
-    return a[:n] == b[:n]
-
-
-def _delete_path(obj: Obj, path: FieldPath) -> None:
-    parents = [obj]
-    for key in path[:-1]:
-        child = parents[-1].get(key)
-        if not isinstance(child, dict):
-            return
-        parents.append(child)
-    parents[-1].pop(path[-1], None)
-    for depth in range(len(path) - 1, 1, -1):  # drop maps emptied by the removal, below top level
-        if parents[depth] == {}:
-            parents[depth - 1].pop(path[depth - 1], None)
-
-
-def deep_merge(base: Any, overlay: Any) -> Any:
-    if isinstance(base, dict) and isinstance(overlay, dict):
-        merged = dict(base)
-        for key, value in overlay.items():
-            merged[key] = deep_merge(base.get(key), value)
-        return merged
-    return copy.deepcopy(overlay)
-
-
-def _drop_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
-    return value
 
 
 def parse_body(raw: bytes, yaml_ok: bool = False) -> Any:
@@ -579,7 +393,7 @@ class Store:
                 "apiVersion": kind.api_version,
                 "time": times[(manager, operation, sub)],
                 "fieldsType": "FieldsV1",
-                "fieldsV1": _fields_v1(paths),
+                "fieldsV1": fields_v1(paths),
             }
             if sub:
                 entry["subresource"] = sub
@@ -619,7 +433,7 @@ class Store:
         }  # fmt: skip
         owners: dict[OwnerKey, frozenset[FieldPath]] = {}
         for key, owner in (old.owners if old else {}).items():
-            owners[key] = frozenset(q for q in owner.paths if not any(_overlap(q, p) for p in changed))
+            owners[key] = frozenset(q for q in owner.paths if not any(overlap(q, p) for p in changed))
         me = (manager, "Update", sub)
         owners[me] = owners.get(me, frozenset()) | changed
         return owners
@@ -789,7 +603,7 @@ class Store:
             raise ApiError.bad_request("apply patch must be an object (YAML or JSON mapping)")
         self._check_kind(kind, config)
         self._check_name(config, name, required=False)
-        config = _drop_nulls(copy.deepcopy(config))
+        config = drop_nulls(copy.deepcopy(config))
         meta = config.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise ApiError.bad_request("metadata must be an object")
@@ -827,7 +641,7 @@ class Store:
                     continue
                 for q in paths:
                     for p in mine:
-                        if _overlap(p, q):
+                        if overlap(p, q):
                             shorter = p if len(p) <= len(q) else q
                             if get_path(old_view, shorter) != get_path(merged_view, shorter):
                                 conflicts.append((key, q, p))
@@ -836,8 +650,8 @@ class Store:
             for key, q, _p in conflicts:
                 owners[key].discard(q)
             for stale in owners.get(me, set()) - mine:
-                if not any(_overlap(stale, q) for key, paths in owners.items() if key != me for q in paths):
-                    _delete_path(merged, stale)
+                if not any(overlap(stale, q) for key, paths in owners.items() if key != me for q in paths):
+                    delete_path(merged, stale)
             owners[me] = set(mine)
             new, more = self._finish(kind, old.obj, merged, sub, validation)
             final = {k: frozenset(v) for k, v in owners.items()}
@@ -908,12 +722,3 @@ class Store:
         with self.lock:
             self.history.clear()
             self.history_floor = self.rv
-
-
-def _fields_v1(paths: Iterable[FieldPath]) -> Obj:
-    root: Obj = {}
-    for path in sorted(paths):
-        node = root
-        for key in path:
-            node = node.setdefault(f"f:{key}", {})
-    return root

@@ -778,6 +778,13 @@ def test_request_log_and_count(kube_api: KubeApiServer, co: Any) -> None:
     assert kube_api.count() == 0
 
 
+def test_keep_alive_reuses_one_connection(kube_api: KubeApiServer, co: Any) -> None:
+    create(co, isvc("ka"))
+    for _ in range(20):
+        co.get_namespaced_custom_object(G, V, NS, P, "ka")
+    assert kube_api.connections_opened == 1 and kube_api.count() == 21
+
+
 def test_many_concurrent_requests(kube_api: KubeApiServer, co: Any) -> None:
     failures: list[BaseException] = []
 
