@@ -24,6 +24,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.kubeapi import KubeApiServer
+from tests.kubeapi.tables import human_duration, jsonpath
 
 G, V, P = "serving.kserve.io", "v1beta1", "inferenceservices"
 NS = "default"
@@ -187,7 +188,7 @@ def test_wrong_kind_or_namespace_in_body_is_400(kube_api: KubeApiServer) -> None
 
 @pytest.fixture
 def labelled(co: Any) -> None:
-    create(co, isvc("a", labels={"app": "web", "tier": "gold"}))
+    create(co, isvc("a", labels={"app": "web", "tier": "gold", "app.kubernetes.io/managed-by": "service-builder"}))
     create(co, isvc("b", labels={"app": "web", "tier": "silver"}))
     create(co, isvc("c", labels={"app": "batch"}))
     create(co, isvc("d"))
@@ -206,6 +207,7 @@ def labelled(co: Any) -> None:
         ("app=web,tier!=gold", ["b"]),
         ("app in (web,batch),!tier", ["c"]),
         ("", ["a", "b", "c", "d"]),
+        ("app.kubernetes.io/managed-by=service-builder", ["a"]),
     ],
 )
 def test_list_label_selectors(labelled: None, co: Any, selector: str, names: list[str]) -> None:
@@ -876,6 +878,22 @@ def test_table_output_uses_the_crd_printer_columns(kube_api: KubeApiServer, co: 
     assert cells[:3] == ["t1", "http://t1.default.example.com", "True"] and re.fullmatch(r"\d+s", cells[-1])
     assert answer["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     assert raw(kube_api, "GET", BASE)[1]["kind"] == "InferenceServiceList"  # plain JSON unless asked
+
+
+def test_printer_column_jsonpath_and_age() -> None:
+    traffic = {"status": {"components": {"predictor": {"traffic": [
+        {"tag": "prev", "percent": 90, "revisionName": "m-00001"},
+        {"latestRevision": True, "percent": 10, "revisionName": "m-00002"},
+    ]}}}}  # fmt: skip
+    assert jsonpath(traffic, ".status.components.predictor.traffic[?(@.tag=='prev')].percent") == [90]
+    assert jsonpath(traffic, ".status.components.predictor.traffic[?(@.latestRevision==true)].revisionName") == [
+        "m-00002"
+    ]
+    assert jsonpath(traffic, ".status.components.predictor.traffic[*].percent") == [90, 10]
+    assert jsonpath(traffic, ".status.url") == []
+    assert [human_duration(s) for s in (5, 119, 150, 600, 3 * 3600 + 60, 30 * 3600, 3 * 86400 + 3600)] == [
+        "5s", "119s", "2m30s", "10m", "3h1m", "30h", "3d1h",
+    ]  # fmt: skip
 
 
 @pytest.mark.kube_api(token="py-token", tls=True)
