@@ -2,6 +2,19 @@
 
 from tests.kubeapi.errors import ApiError
 from tests.kubeapi.kinds import EVENTS, Kind, crd_kind
+from tests.kubeapi.kserve import isvc_status, kserve_webhook
 from tests.kubeapi.server import KubeApiServer, Request, default_crd_path
+from tests.kubeapi.store import AdmissionDenied
 
-__all__ = ["EVENTS", "ApiError", "Kind", "KubeApiServer", "Request", "crd_kind", "default_crd_path"]
+__all__ = [
+    "EVENTS",
+    "AdmissionDenied",
+    "ApiError",
+    "Kind",
+    "KubeApiServer",
+    "Request",
+    "crd_kind",
+    "default_crd_path",
+    "isvc_status",
+    "kserve_webhook",
+]

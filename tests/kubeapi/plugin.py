@@ -1,8 +1,9 @@
 """pytest fixtures for the Kubernetes API stand-in: `kube_api` (a fresh server per test) and `kube_client`.
 
-Register with `pytest_plugins = ["tests.kubeapi.plugin"]`. Options per test through the marker
-`@pytest.mark.kube_api(token="s3cret", tls=True, namespaces=["default"])`. At teardown the fixture fails the
-test if the stand-in itself crashed on a request (a bug in the stand-in, not in the code under test).
+Register with `pytest_plugins = ["tests.kubeapi.plugin"]`. Options per test through the marker, e.g.
+`@pytest.mark.kube_api(token="s3cret", tls=True, namespaces=["default"], admission=[kserve_webhook])`.
+At teardown the fixture fails the test if the stand-in itself crashed on a request (a bug in the
+stand-in, not in the code under test).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from tests.kubeapi.server import KubeApiServer
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "kube_api(token=None, namespaces=None, tls=False): options of the kube_api stand-in server fixture"
+        "markers",
+        "kube_api(token=None, namespaces=None, tls=False, admission=()): options of the kube_api stand-in fixture",
     )
 
 

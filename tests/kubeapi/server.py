@@ -51,7 +51,7 @@ import yaml
 from tests.kubeapi.handler import HttpServer
 from tests.kubeapi.hooks import Fault, Request
 from tests.kubeapi.kinds import EVENTS, Kind, crd_kind
-from tests.kubeapi.store import Obj, Store
+from tests.kubeapi.store import Admission, Obj, Store
 
 ISVC_CRD = "serving.kserve.io_inferenceservices.yaml"
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -110,6 +110,7 @@ class KubeApiServer:
         namespaces: Iterable[str] | None = None,
         crd_path: Path | None = None,
         tls: bool = False,
+        admission: Iterable[Admission] = (),
     ) -> None:
         self.token = token
         self.tls = tls
@@ -117,6 +118,7 @@ class KubeApiServer:
         if kinds is None:
             kinds = [crd_kind(crd_path or default_crd_path()), EVENTS]
         self.store = Store(kinds, namespaces)
+        self.store.admission.extend(admission)  # e.g. tests.kubeapi.kserve.kserve_webhook
         self.errors: list[str] = []  # tracebacks of requests the stand-in itself failed on (its bugs)
         self._log: list[Request] = []
         self._faults: list[Fault] = []

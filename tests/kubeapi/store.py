@@ -46,6 +46,7 @@ from tests.kubeapi.selectors import (
 )
 
 Obj = dict[str, Any]
+Admission = Callable[[Kind, str, Obj, "Obj | None"], None]  # (kind, CREATE|UPDATE, new object, old object)
 OwnerKey = tuple[str, str, str]  # (manager, "Apply" | "Update", subresource)
 
 OBJECT_META_KEYS = {
@@ -60,6 +61,14 @@ JSON_PATCH = "application/json-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+class AdmissionDenied(Exception):
+    """Raised by an admission hook to reject a write, as a validating webhook does (403 by default)."""
+
+    def __init__(self, webhook: str, message: str, code: int = 403) -> None:
+        super().__init__(message)
+        self.webhook, self.message, self.code = webhook, message, code
 
 
 @dataclass
@@ -117,6 +126,7 @@ class Store:
         self.history: list[WatchEvent] = []
         self.history_floor = 0
         self._objects: dict[tuple[str, str, str], Stored] = {}
+        self.admission: list[Admission] = []  # mutating/validating admission hooks, run on create/update
 
     # ---- reads -------------------------------------------------------------------------------------
 
@@ -362,7 +372,10 @@ class Store:
         code: int,
         warnings: list[str],
         dry_run: bool,
+        operation: str | None = None,
     ) -> WriteResult:
+        if operation is not None:
+            self._admit(kind, operation, new, old.obj if old else None)
         self._validate(kind, new)
         owned = self._ownable(kind, new)
         owners = {k: frozenset(p for p in v if get_path(owned, p) is not MISSING) for k, v in owners.items()}
@@ -412,6 +425,15 @@ class Store:
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             self._remove(kind, key)
         return WriteResult(copy.deepcopy(new), code, warnings)
+
+    def _admit(self, kind: Kind, operation: str, new: Obj, old: Obj | None) -> None:
+        """Admission hooks may change `new` in place (mutating webhooks) or raise AdmissionDenied."""
+        for hook in self.admission:
+            try:
+                hook(kind, operation, new, copy.deepcopy(old) if old else None)
+            except AdmissionDenied as e:
+                message = f'admission webhook "{e.webhook}" denied the request: {e.message}'
+                raise ApiError(e.code, message) from None
 
     def _remove(self, kind: Kind, key: tuple[str, str, str]) -> Obj:
         stored = self._objects.pop(key)
@@ -466,7 +488,7 @@ class Store:
                 details = {"name": name, "group": kind.group, "kind": kind.plural}
                 raise ApiError(409, f'{kind.resource} "{name}" already exists', "AlreadyExists", details)
             owners = self._update_owners(kind, None, new, manager, "")
-            return self._commit(kind, None, new, owners, 201, warnings, dry_run)
+            return self._commit(kind, None, new, owners, 201, warnings, dry_run, "CREATE")
 
     def _check_kind(self, kind: Kind, body: Obj) -> None:
         if not kind.group:  # built-in kinds take their type from the URL when the body omits it
@@ -516,7 +538,7 @@ class Store:
             self._check_rv(kind, old, body)
             new, warnings = self._finish(kind, old.obj, body, sub, validation)
             owners = self._update_owners(kind, old, new, manager, sub)
-            return self._commit(kind, old, new, owners, 200, warnings, dry_run)
+            return self._commit(kind, old, new, owners, 200, warnings, dry_run, None if sub else "UPDATE")
 
     def patch(
         self,
@@ -584,7 +606,7 @@ class Store:
                 self._check_rv(kind, old, candidate)
             new, warnings = self._finish(kind, old.obj, candidate, sub, validation)
             owners = self._update_owners(kind, old, new, manager or "unknown", sub)
-            return self._commit(kind, old, new, owners, 200, warnings, dry_run)
+            return self._commit(kind, old, new, owners, 200, warnings, dry_run, None if sub else "UPDATE")
 
     def apply(
         self,
@@ -627,7 +649,7 @@ class Store:
                 if kind.namespaced:
                     candidate["metadata"]["namespace"] = namespace
                 new, more = self._finish(kind, None, candidate, "", validation)
-                return self._commit(kind, None, new, {me: mine}, 201, warnings + more, dry_run)
+                return self._commit(kind, None, new, {me: mine}, 201, warnings + more, dry_run, "CREATE")
             self._check_rv(kind, old, config)
             merged = deep_merge(old.obj, view)
             compare = copy.deepcopy(merged)
@@ -655,7 +677,7 @@ class Store:
             owners[me] = set(mine)
             new, more = self._finish(kind, old.obj, merged, sub, validation)
             final = {k: frozenset(v) for k, v in owners.items()}
-            return self._commit(kind, old, new, final, 200, warnings + more, dry_run)
+            return self._commit(kind, old, new, final, 200, warnings + more, dry_run, None if sub else "UPDATE")
 
     def _apply_conflict(
         self, kind: Kind, name: str, conflicts: list[tuple[OwnerKey, FieldPath, FieldPath]]

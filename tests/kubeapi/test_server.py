@@ -23,7 +23,8 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.kubeapi import KubeApiServer
+from tests.kubeapi import KubeApiServer, isvc_status, kserve_webhook
+from tests.kubeapi.kserve import MODE_ANNOTATION, WEBHOOK
 from tests.kubeapi.tables import human_duration, jsonpath
 
 G, V, P = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -625,6 +626,50 @@ def test_replace_and_apply_are_validated_too(co: Any) -> None:
     with pytest.raises(ApiException) as exc:
         ssa(co, isvc("val2", minReplicas=True))
     assert exc.value.status == 422 and "spec.predictor.minReplicas" in error(exc)["message"]
+
+
+# ---- KServe's webhook and statuses -------------------------------------------------------------------
+
+
+@pytest.mark.kube_api(admission=[kserve_webhook])
+def test_kserve_webhook_rejects_names_and_renames_the_mode(kube_api: KubeApiServer, co: Any) -> None:
+    with pytest.raises(ApiException) as exc:
+        create(co, isvc("1st-model"))  # a valid DNS-1123 subdomain, but not a KServe name
+    assert exc.value.status == 403 and f'admission webhook "{WEBHOOK}" denied the request' in error(exc)["message"]
+    body = isvc("moded")
+    body["metadata"]["annotations"] = {MODE_ANNOTATION: "Serverless"}
+    ssa(co, body)
+    applied = stored(kube_api, "moded")
+    assert applied["metadata"]["annotations"][MODE_ANNOTATION] == "Knative"
+    again = ssa(co, body)  # the same apply again: the webhook's rewrite makes it a no-op, not a loop
+    assert again["metadata"]["resourceVersion"] == applied["metadata"]["resourceVersion"]
+    kube_api.set_status(P, NS, "moded", {"url": "http://x"})  # status writes do not go through the webhook
+
+
+@pytest.mark.parametrize(
+    ("state", "ready", "latest_ready"),
+    [
+        ("Ready", "True", "m-predictor-00002"),
+        ("RollingOut", "Unknown", "m-predictor-00001"),
+        ("Failed", "False", "m-predictor-00001"),
+    ],
+)
+def test_isvc_status_shapes(kube_api: KubeApiServer, co: Any, state: str, ready: str, latest_ready: str) -> None:
+    create(co, isvc("m"))
+    status = kube_api.set_status(P, NS, "m", isvc_status("m", NS, revision=2, state=state, message="boom"))["status"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == ready and conditions["PredictorReady"]["status"] == ready
+    predictor = status["components"]["predictor"]
+    assert (
+        predictor["latestCreatedRevision"] == "m-predictor-00002" and predictor["latestReadyRevision"] == latest_ready
+    )
+    assert status["url"] == "http://m-predictor.default.example.com"
+    assert [t["percent"] for t in predictor["traffic"]] == [100]
+    if state == "Failed":
+        assert "boom" in conditions["PredictorReady"]["message"]
+        assert status["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
+    canary = isvc_status("m", NS, revision=2, canary_percent=10)["components"]["predictor"]["traffic"]
+    assert [(t["revisionName"], t["percent"]) for t in canary] == [("m-predictor-00002", 10), ("m-predictor-00001", 90)]
 
 
 # ---- auth, namespaces, dry run ---------------------------------------------------------------------
