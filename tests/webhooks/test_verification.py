@@ -133,7 +133,7 @@ def test_trigger_coalesces_and_clears() -> None:
         t.request("m")
     t.request("n")
     assert t.wait(1) == {"m", "n"}
-    assert 0.04 <= time.monotonic() - started < 0.5  # due after `settle`, not before
+    assert 0.04 <= time.monotonic() - started < 1.0  # due after `settle`, not before
     assert t.pending == set()
     assert t.wait(0.05) == set()
 
@@ -153,10 +153,10 @@ def wake_ups_during(t: Trigger, send) -> list[tuple[float, set[str]]]:
 
 
 def test_a_fast_burst_wakes_the_loop_once() -> None:
-    t = Trigger(settle=0.2, cooldown=1.0)
+    t = Trigger(settle=0.5, cooldown=2.0)
 
     def burst() -> None:
-        for _ in range(10):
+        for _ in range(10):  # about 0.1 s: well inside `settle`
             t.request("m")
             time.sleep(0.01)
 
@@ -171,8 +171,9 @@ def test_a_slow_burst_wakes_the_loop_once_per_cooldown_and_covers_the_last_event
         started = time.monotonic()
         for _ in range(50):  # one request every 20 ms for about a second
             t.request("m")
+            sent_at = time.monotonic() - started
             time.sleep(0.02)
-        last_sent.append(time.monotonic() - started)
+        last_sent.append(sent_at)
 
     wake_ups = wake_ups_during(t, burst)
     assert all(names == {"m"} for _, names in wake_ups)
