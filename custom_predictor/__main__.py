@@ -29,10 +29,14 @@ def main() -> int:
         level=level if level in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    from custom_predictor.app import create_app
+    from custom_predictor.runtime import preload
+    from custom_predictor.source import fetch
 
     try:
-        app = create_app(settings)
+        source = fetch(settings, on_mlmodel=preload)
+        from custom_predictor.app import create_app
+
+        app = create_app(settings, source)
     except ContractError as e:
         print(f"custom_predictor: invalid contract: {e}", file=sys.stderr)
         return 2

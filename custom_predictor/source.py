@@ -17,6 +17,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ import yaml
 from custom_predictor.settings import Settings
 
 log = logging.getLogger("custom_predictor.source")
+
+
+OnFile = Callable[[Path], object]
 
 
 class SourceError(Exception):
@@ -78,8 +82,8 @@ class _Rest:
         with self._open("/api/2.0/mlflow-artifacts/artifacts", {"path": rel}) as r:
             return list(json.loads(r.read()).get("files", []))
 
-    def download_tree(self, rel: str, dest: Path) -> None:
-        """Download the artifact folder `rel` (relative to the artifact root) into `dest`."""
+    def download_tree(self, rel: str, dest: Path, first: str | None = None, then: OnFile | None = None) -> None:
+        """Download the artifact folder `rel` into `dest`; file `first` (if present) before the rest, then `then`."""
         files: list[str] = []
         pending = [""]
         while pending:
@@ -100,8 +104,14 @@ class _Rest:
                 while chunk := r.read(1 << 20):
                     out.write(chunk)
 
-        with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-            list(pool.map(fetch, files))
+        if first in files:
+            fetch(first)
+            files.remove(first)
+            if then is not None:
+                then(dest / first)
+        if files:
+            with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+                list(pool.map(fetch, files))
 
 
 def _error_detail(e: urllib.error.HTTPError) -> str:
@@ -124,7 +134,7 @@ def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
     return name, version, None
 
 
-def _rest_fetch(settings: Settings, uri: str, dest: Path) -> ModelSource | None:
+def _rest_fetch(settings: Settings, uri: str, dest: Path, on_mlmodel: OnFile | None) -> ModelSource | None:
     """Resolve through REST; None when the URI or artifact store needs the mlflow library."""
     tracking = settings.mlflow_tracking_uri or ""
     if not tracking.startswith(("http://", "https://")):
@@ -152,7 +162,7 @@ def _rest_fetch(settings: Settings, uri: str, dest: Path) -> ModelSource | None:
     if not artifact_uri.startswith("mlflow-artifacts:/") or artifact_uri.startswith("mlflow-artifacts://"):
         return None
     rel = artifact_uri.removeprefix("mlflow-artifacts:").lstrip("/")
-    rest.download_tree(rel, dest)
+    rest.download_tree(rel, dest, first="MLmodel", then=on_mlmodel)
     src = _finish(uri, dest, name, version, run_id)
     if src.run_id:
         src.run = _run_info(rest.get("runs/get", run_id=src.run_id)["run"])
@@ -234,19 +244,25 @@ def _mlflow_fetch(settings: Settings, uri: str, dest: Path) -> ModelSource:
     return src
 
 
-def fetch(settings: Settings) -> ModelSource:
-    """Resolve the settings' model to a local folder with its MLmodel, contract file and registry metadata."""
+def fetch(settings: Settings, on_mlmodel: OnFile | None = None) -> ModelSource:
+    """Resolve the settings' model to a local folder with its MLmodel, contract file and registry metadata.
+
+    `on_mlmodel(path)` is called as soon as the MLmodel file is local (before the other files arrive), so the
+    caller can start importing the flavor's libraries while the rest downloads.
+    """
     uri = settings.resolved_uri
     if uri.startswith("file://") or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri):
         local = Path(uri.removeprefix("file://"))
         if not local.is_dir():
             raise SourceError(f"model folder {local} does not exist")
+        if on_mlmodel is not None and (local / "MLmodel").is_file():
+            on_mlmodel(local / "MLmodel")
         return _finish(uri, local, settings.model_name or "", settings.model_version, settings.model_run_id)
     root = Path(settings.download_dir) if settings.download_dir else Path(tempfile.mkdtemp(prefix="model-"))
     dest = root / "model"
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        src = _rest_fetch(settings, uri, dest)
+        src = _rest_fetch(settings, uri, dest, on_mlmodel)
     except urllib.error.HTTPError as e:
         raise SourceError(f"cannot download {uri}: HTTP {e.code} {_error_detail(e)}") from None
     if src is None:

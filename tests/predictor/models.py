@@ -36,7 +36,7 @@ def _fit_classifier() -> Any:
     from sklearn.preprocessing import StandardScaler
 
     x, y = breast_cancer()
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(_frame(x), y)
 
 
 def _frame(x: np.ndarray) -> Any:
@@ -185,12 +185,10 @@ def save_pyfunc(path: Path) -> Path:
     from mlflow.models import infer_signature
 
     class Linear(mlflow.pyfunc.PythonModel):
-        def predict(self, context: Any, model_input: Any, params: dict | None = None) -> Any:
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             if (model_input["a"] < -1e6).any():
                 raise ValueError("a too small: secret-internal-detail")
-            return pd.DataFrame(
-                {"score": 2 * model_input["a"] + model_input["b"], "flag": model_input["name"] == "x"}
-            )
+            return pd.DataFrame({"score": 2 * model_input["a"] + model_input["b"], "flag": model_input["name"] == "x"})
 
     example = pd.DataFrame({"a": [1.0, 2.5], "b": [3, 4], "name": ["x", "y"]})
     out = pd.DataFrame({"score": [5.0, 9.0], "flag": [True, False]})

