@@ -160,6 +160,6 @@ def test_tensor_signature_becomes_columns(tmp_path: Path) -> None:
 
 
 def test_no_signature_and_no_contract_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ContractError, match="no input signature and no contract.yaml") as err:
+    with pytest.raises(ContractError, match=r"no input signature and no contract\.yaml") as err:
         derive_contract(tmp_path, {"flavors": {}})
     assert err.value.field == "signature"
