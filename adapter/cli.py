@@ -32,7 +32,7 @@ def _settings() -> AdapterSettings:
         raise SystemExit(f"service-builder: invalid configuration: {problems}") from None
 
 
-def build(settings: AdapterSettings) -> Any:
+def build(settings: AdapterSettings, *, manage: bool = True) -> Any:
     """The reconciler for the configured target."""
     from adapter.reconcile import Reconciler
     from adapter.registry import MlflowRegistry
@@ -47,7 +47,7 @@ def build(settings: AdapterSettings) -> Any:
     if settings.deploy_target == "local":
         from adapter.local import LocalCluster
 
-        cluster: Any = LocalCluster(settings)
+        cluster: Any = LocalCluster(settings, manage=manage)
     else:
         from adapter.kube import KubeCluster, api_client
 
@@ -119,7 +119,7 @@ def _age(created: str) -> str:
 def cmd_status(settings: AdapterSettings, _: argparse.Namespace) -> int:
     from adapter.types import ANN_MODEL_NAME, ANN_MODEL_VERSION, TAG_STATUS
 
-    reconciler = build(settings)
+    reconciler = build(settings, manage=False)
     snap = reconciler.registry.snapshot()
     rows = [("MODEL", "VERSION", "INFERENCESERVICE", "STATUS", "URL", "AGE")]
     for obj in sorted(reconciler.cluster.list_owned(), key=lambda o: o["metadata"]["name"]):

@@ -1,0 +1,183 @@
+"""The local target end to end: real MLflow, real predictor processes on 127.0.0.1, no cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from adapter import naming
+from adapter.errors import PermanentError
+from adapter.local import LocalCluster, _alive
+from adapter.reconcile import Reconciler
+from adapter.registry import MlflowRegistry
+from adapter.settings import AdapterSettings
+from tests.predictor.models import FEATURES, breast_cancer, train_classifier
+
+ROW = dict(zip(FEATURES, [float(x) for x in breast_cancer(1)[0][0]], strict=True))
+
+
+def settings_for(tracking_uri: str, state: Path, prefix: str) -> AdapterSettings:
+    return AdapterSettings(
+        mlflow_tracking_uri=tracking_uri,
+        deploy_target="local",
+        service_builder_state_dir=state,
+        model_name_like=f"{prefix}%",
+        deploy_stage="",
+    )
+
+
+def reconciler(s: AdapterSettings, cluster: LocalCluster) -> Reconciler:
+    reg = MlflowRegistry(s.mlflow_tracking_uri, tag_key=s.tag_key, tag_value=s.tag_value, name_like=s.model_name_like)
+    return Reconciler(s, reg, cluster, retry_delays=(0.1,))
+
+
+def until(rec: Reconciler, name: str, status: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = rec.run_pass().by_model().get(name)
+        if out is not None and out.status == status:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{name} not {status} after {timeout}s: {out}")
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read()
+
+
+def post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_local_target_lifecycle(tracking_uri: str, tmp_path: Path) -> None:
+    prefix = f"loc{os.getpid()}-"
+    name = f"{prefix}Risk"
+    train_classifier(name)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client.set_model_version_tag(name, "1", "stage", "production")
+    s = settings_for(tracking_uri, tmp_path / "state", prefix)
+    cluster = LocalCluster(s)
+    rec = reconciler(s, cluster)
+    isvc = naming.isvc_name(name)
+    try:
+        until(rec, name, "ready")
+        tags = client.get_model_version(name, "1").tags
+        url = tags["deployment.url"]
+        assert url.startswith("http://127.0.0.1:") and tags["deployed"] == "true"
+        assert tags["model_endpoint"] == f"{url}/{naming.service_path(name)}/api/"
+        status, page = get(tags["model_endpoint"])
+        assert status == 200 and b"swagger" in page.lower()
+        pred = post(f"{url}/{naming.service_path(name)}/api/v1/predict", {"records": [ROW]})
+        assert pred["version"] == "1" and len(pred["predictions"]) == 1
+
+        # A second adapter on the same state dir is refused (no duplicates).
+        with pytest.raises(PermanentError, match="another service-builder"):
+            LocalCluster(s)
+
+        # Crash: reported failed with its last log lines, then restarted and ready again.
+        pid = json.loads((s.service_builder_state_dir / "services" / f"{isvc}.json").read_text())["pid"]
+        os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.3)
+        out = rec.run_pass().by_model()[name]
+        assert out.status == "failed" and "exited with code" in out.message
+        assert "exited with code" in client.get_model_version(name, "1").tags["deployment.message"]
+        until(rec, name, "ready")
+        new_pid = json.loads((s.service_builder_state_dir / "services" / f"{isvc}.json").read_text())["pid"]
+        assert new_pid != pid and _alive(new_pid)
+
+        # A new version replaces the process on the same URL.
+        train_classifier(name)
+        client.set_model_version_tag(name, "2", "stage", "production")
+        until(rec, name, "ready")
+        assert not _alive(new_pid)
+        v2 = client.get_model_version(name, "2").tags
+        assert v2["deployment.url"] == url and v2["deployed"] == "true"
+        assert client.get_model_version(name, "1").tags["deployment.status"] == "superseded"
+        assert post(f"{url}/{naming.service_path(name)}/api/v1/predict", {"records": [ROW]})["version"] == "2"
+
+        # Retire: the process is gone.
+        last_pid = json.loads((s.service_builder_state_dir / "services" / f"{isvc}.json").read_text())["pid"]
+        client.delete_model_version_tag(name, "2", "stage")
+        client.delete_model_version_tag(name, "1", "stage")  # else v1 is still marked: a rollback, not a retire
+        out = rec.run_pass().by_model()[name]
+        assert out.action == "deleted" and not _alive(last_pid)
+        assert client.get_model_version(name, "2").tags["deployment.status"] == "retired"
+    finally:
+        cluster.close()
+
+
+def test_run_stops_its_predictors_and_a_restart_makes_no_duplicate(tracking_uri: str, tmp_path: Path) -> None:
+    prefix = f"run{os.getpid()}-"
+    name = f"{prefix}model"
+    train_classifier(name)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client.set_registered_model_alias(name, "production", "1")
+    state = tmp_path / "state"
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        DEPLOY_TARGET="local",
+        SERVICE_BUILDER_STATE_DIR=str(state),
+        MODEL_NAME_LIKE=f"{prefix}%",
+        POLL_INTERVAL_SECONDS="0.5",
+        WEBHOOK_PORT="0",
+    )
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "adapter", "run"], env=env, stderr=subprocess.DEVNULL)
+
+    def predictor_pids() -> set[int]:
+        out = subprocess.run(
+            ["pgrep", "-f", "-x", f"{sys.executable} -m custom_predictor"], capture_output=True, text=True
+        )
+        mine = set()
+        for pid in map(int, out.stdout.split()):
+            try:
+                if f"SERVICE_BUILDER_STATE_DIR={state}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                    mine.add(pid)
+            except OSError:
+                pass
+        return mine
+
+    def wait_ready(timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if client.get_model_version(name, "1").tags.get("deployment.status") == "ready":
+                return
+            time.sleep(0.3)
+        raise AssertionError("not ready")
+
+    first = start()
+    try:
+        wait_ready()
+        pids = predictor_pids()
+        assert len(pids) == 1
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+        time.sleep(0.5)
+        assert predictor_pids() == set(), "run left an orphan predictor"
+        client.delete_model_version_tag(name, "1", "deployment.status")  # forget, so readiness is re-proven
+        second = start()
+        try:
+            wait_ready()
+            assert len(predictor_pids()) == 1
+        finally:
+            second.send_signal(signal.SIGINT)
+            assert second.wait(timeout=30) == 0
+        assert predictor_pids() == set()
+    finally:
+        for p in (first,):
+            if p.poll() is None:
+                p.kill()
