@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -65,15 +66,30 @@ def cmd_sync(settings: AdapterSettings, _: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: AdapterSettings, _: argparse.Namespace) -> int:
+    """Poll every POLL_INTERVAL_SECONDS; between polls, MLflow webhooks wake a reconcile of one model."""
+    from adapter.webhooks import Trigger, WebhookReceiver
+
     reconciler = build(settings)
     stop = threading.Event()
+    trigger = Trigger()
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("Stopping %s", kv(signal=signal.Signals(signum).name))
         stop.set()
+        trigger.close()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    receiver = None
+    secret = settings.mlflow_webhook_secret.get_secret_value()
+    if settings.webhook_port and secret:
+        receiver = WebhookReceiver(settings.webhook_host, settings.webhook_port, secret, trigger)
+        port = receiver.start()
+        log.info(
+            "Webhook receiver listening %s", kv(address=f"{settings.webhook_host}:{port}", path="/webhooks/mlflow")
+        )
+    elif settings.webhook_port:
+        log.info("Webhook receiver off: MLFLOW_WEBHOOK_SECRET is not set (polling only)")
     log.info(
         "Started %s",
         kv(
@@ -83,14 +99,38 @@ def cmd_run(settings: AdapterSettings, _: argparse.Namespace) -> int:
         ),
     )
     try:
+        next_poll = 0.0
         while not stop.is_set():
-            reconciler.run_pass()
-            stop.wait(settings.poll_interval_seconds)
+            if time.monotonic() >= next_poll:
+                reconciler.run_pass()
+                next_poll = time.monotonic() + settings.poll_interval_seconds
+            names = trigger.wait(max(0.0, next_poll - time.monotonic()))
+            if names and not stop.is_set():
+                log.info("Webhook reconcile %s", kv(models=",".join(sorted(names))))
+                reconciler.run_pass(only=names)
     finally:
+        if receiver is not None:
+            receiver.stop()
         close = getattr(reconciler.cluster, "close", None)
         if close is not None:
             close()
     log.info("Stopped")
+    return 0
+
+
+def cmd_webhook(settings: AdapterSettings, args: argparse.Namespace) -> int:
+    """Create or update the MLflow webhook that calls this adapter (idempotent)."""
+    from mlflow import MlflowClient
+
+    from adapter.registry_webhooks import ensure_webhook
+
+    secret = settings.mlflow_webhook_secret.get_secret_value()
+    if not secret:
+        raise SystemExit("service-builder: set MLFLOW_WEBHOOK_SECRET (the same value the adapter verifies with)")
+    settings.export_mlflow_client_env()
+    client = MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+    result = ensure_webhook(client, args.url, secret)
+    print(f"webhook {result}: {args.url}")
     return 0
 
 
@@ -157,10 +197,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--model-uri", help="model URI for the predictor (default models:/<model>/<version>)")
     r.add_argument("--run-id", help="run id, for the annotations")
     sub.add_parser("status", help="table of managed models: version, InferenceService, status, URL, age")
+    w = sub.add_parser("webhook", help="manage the MLflow webhook that triggers reconciles")
+    wsub = w.add_subparsers(dest="webhook_command", required=True)
+    reg = wsub.add_parser("register", help="create or update the MLflow webhook (idempotent)")
+    reg.add_argument("--url", required=True, help="URL MLflow calls, e.g. http://service-builder:8090/webhooks/mlflow")
     return p
 
 
-COMMANDS = {"sync": cmd_sync, "run": cmd_run, "render": cmd_render, "status": cmd_status}
+COMMANDS = {"sync": cmd_sync, "run": cmd_run, "render": cmd_render, "status": cmd_status, "webhook": cmd_webhook}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,6 +57,8 @@ class MlflowServer:
             MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
             MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
             MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY="0" * 43 + "=",
+            MLFLOW_WEBHOOK_CACHE_TTL="0",
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         )
         env.update(self.extra_env or {})
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
