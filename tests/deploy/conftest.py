@@ -32,9 +32,7 @@ def tool(name: str) -> str:
 
 
 def kustomize(path: str) -> list[dict[str, Any]]:
-    proc = subprocess.run(
-        [tool("kubectl"), "kustomize", str(REPO / path)], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([tool("kubectl"), "kustomize", str(REPO / path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 

@@ -28,7 +28,12 @@ if [[ -n "${FAKE_FAIL_MATCH:-}" && "$line" == *"$FAKE_FAIL_MATCH"* ]]; then
   echo "stand-in failure: $line" >&2
   exit 1
 fi
-count() { local n; n=$(( $(cat "$FAKE_STATE/$1" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$FAKE_STATE/$1"; echo "$n"; }
+count() {
+  local n
+  n=$(( $(cat "$FAKE_STATE/$1" 2>/dev/null || echo 0) + 1 ))
+  echo "$n" > "$FAKE_STATE/$1"
+  echo "$n"
+}
 case "$name" in
   kind) [[ "$1" == version ]] && echo "kind v0.33.0 go1.25.3 linux/amd64" ;;
   curl)
@@ -80,10 +85,16 @@ def stand_ins(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_script(env: dict[str, str], *args: str, script: str = "e2e.sh", **extra: str) -> subprocess.CompletedProcess[str]:
+def run_script(
+    env: dict[str, str], *args: str, script: str = "e2e.sh", **extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(REPO / "scripts" / script), *args],
-        env={**env, **extra}, cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**env, **extra},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -126,7 +137,8 @@ EXPECTED_ORDER = [
     r"^kind load docker-image kind\.local/service-builder-predictor:dev --name service-builder-e2e$",
     r"^kubectl .* apply -k deploy/e2e$",
     r"^kubectl .* rollout status deployment/service-builder -n service-builder",
-    r"^V1=\$\(.* scripts/e2e_model\.py --tracking-uri http://127\.0\.0\.1:15000 register --name e2e-iris --variant 1\)$",
+    r"^V1=\$\(.* scripts/e2e_model\.py --tracking-uri http://127\.0\.0\.1:15000 "
+    r"register --name e2e-iris --variant 1\)$",
     r"e2e_model\.py .* promote --name e2e-iris --version \$\{V1\} --alias production$",
     r"e2e_model\.py .* wait --name e2e-iris --version \$\{V1\} --status ready",
     r"^ENDPOINT=\$\(.* tag .* --key model_endpoint\)$",
@@ -136,7 +148,8 @@ EXPECTED_ORDER = [
     r'^PREDICTION=\$\(curl .*-H "Host: \$\{HOST\}" .* http://127\.0\.0\.1:18080\$\{API_PATH\}v1/predict\)$',
     r'^SWAGGER=\$\(curl .*-H "Host: \$\{HOST\}" http://127\.0\.0\.1:18080\$\{API_PATH\}\)$',
     r"^\[check\] the Swagger UI page is served",
-    r"until \[ -z \"\$\(kubectl .* get pods -n service-builder -l serving\.kserve\.io/inferenceservice=\$\{ISVC\} -o name\)\" \]",
+    r"until \[ -z \"\$\(kubectl .* get pods -n service-builder "
+    r"-l serving\.kserve\.io/inferenceservice=\$\{ISVC\} -o name\)\" \]",
     r"^COLD_SECONDS=\$\(curl .*%\{time_total\}.*v1/predict\)$",
     r"^REV1=\$\(kubectl .*latestReadyRevision",
     r"register --name e2e-iris --variant 2\)$",
@@ -149,7 +162,8 @@ EXPECTED_ORDER = [
     r"^PREDICTION2=\$\(curl .*v1/predict\)$",
     r"^kubectl .* get inferenceservices -n service-builder$",
     r"retire --name e2e-iris --alias production$",
-    r"until \[ -z \"\$\(kubectl .* get inferenceservice \$\{ISVC\} -n service-builder --ignore-not-found -o name\)\" \]",
+    r"until \[ -z \"\$\(kubectl .* get inferenceservice \$\{ISVC\} -n service-builder "
+    r"--ignore-not-found -o name\)\" \]",
     r"wait --name e2e-iris --version \$\{V2\} --status retired",
 ]
 
@@ -199,7 +213,11 @@ def _commands(line: str) -> list[str]:
     for cmd in line.split(" | ")[:1]:  # later pipeline stages start concurrently: no stable order
         words = cmd.split()
         prog = Path(words[0]).name
-        if prog not in DEPLOY_KINDS or words[:2] == ["docker", "info"] or words[1:2] in (["version"], ["get"]) and prog == "kind":
+        if (
+            prog not in DEPLOY_KINDS
+            or words[:2] == ["docker", "info"]
+            or (prog == "kind" and words[1:2] in (["version"], ["get"]))
+        ):
             continue
         if words[1:2] == ["-c"] or words[-3:] == ["apply", "-f", "-"]:
             continue  # a later pipeline stage, as the stand-ins record it
@@ -216,8 +234,13 @@ def test_real_run_executes_what_the_dry_run_printed_and_passes(stand_ins: dict[s
     ran = calls(stand_ins)
 
     # The same commands in the same order, the dry run's placeholders replaced by the run's values.
-    values = {"V1": "1", "V2": "2", "ISVC": "e2e-iris", "HOST": "e2e-iris-predictor.service-builder.example.com",
-              "API_PATH": "/e2e-iris/api/"}
+    values = {
+        "V1": "1",
+        "V2": "2",
+        "ISVC": "e2e-iris",
+        "HOST": "e2e-iris-predictor.service-builder.example.com",
+        "API_PATH": "/e2e-iris/api/",
+    }
     expected = []
     for line in printed(dry.stdout):
         for key, val in values.items():
@@ -247,7 +270,7 @@ def test_a_failing_step_prints_describe_and_logs_and_exits_non_zero(stand_ins: d
     assert "FAILED at step [3] Install Knative Serving" in proc.stderr
     ran = calls(stand_ins)
     failed_at = next(i for i, c in enumerate(ran) if "serving-core.yaml" in c)
-    after = ran[failed_at + 1:]
+    after = ran[failed_at + 1 :]
     assert any("describe inferenceservices -n service-builder" in c for c in after)
     assert any("describe pods -n service-builder" in c for c in after)
     assert any("logs deployment/service-builder -n service-builder" in c for c in after)
@@ -269,8 +292,14 @@ def test_a_failed_check_fails_the_run(stand_ins: dict[str, str], tmp_path: Path)
 def test_preflight_names_a_missing_tool(stand_ins: dict[str, str]) -> None:
     os.remove(Path(stand_ins["PATH"].split(":")[0]) / "kind")
     env = {**stand_ins, "PATH": stand_ins["PATH"].replace(":/usr/bin:/bin", ":/nonexistent")}
-    proc = subprocess.run(["/bin/bash", str(REPO / "scripts" / "e2e.sh"), "up"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["/bin/bash", str(REPO / "scripts" / "e2e.sh"), "up"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "'kind' is not installed" in proc.stderr
     assert calls(stand_ins) == []
@@ -285,5 +314,7 @@ def test_images_script_builds_both_images_from_the_repo_root(stand_ins: dict[str
     ]
     proc = run_script(stand_ins, script="images.sh", ADAPTER_IMAGE="a:1", PREDICTOR_IMAGE="p:1")
     assert proc.returncode == 0
-    assert calls(stand_ins) == ["docker build -f adapter/Dockerfile -t a:1 .",
-                                "docker build -f custom_predictor/Dockerfile -t p:1 ."]
+    assert calls(stand_ins) == [
+        "docker build -f adapter/Dockerfile -t a:1 .",
+        "docker build -f custom_predictor/Dockerfile -t p:1 .",
+    ]

@@ -24,7 +24,9 @@ def test_the_scripts_and_the_adapter_dockerfile_exist() -> None:
 def test_shellcheck_is_clean(script: Path) -> None:
     proc = subprocess.run(
         [tool("shellcheck"), "--severity=style", "--external-sources", str(script)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -40,7 +42,9 @@ def test_scripts_fail_fast(script: Path) -> None:
 def test_hadolint_is_clean(dockerfile: Path) -> None:
     proc = subprocess.run(
         [tool("hadolint"), "--failure-threshold", "info", str(dockerfile)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -59,9 +63,14 @@ def test_final_stage_runs_as_a_numeric_non_root_user(dockerfile: Path) -> None:
 
 
 def test_yamllint_is_clean_on_the_manifests() -> None:
-    config = "{extends: default, rules: {line-length: {max: 200}, document-start: disable, comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}"
+    config = (
+        "{extends: default, rules: {line-length: {max: 200}, document-start: disable,"
+        " comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}"
+    )
     proc = subprocess.run(
         [tool("yamllint"), "-s", "-d", config, str(REPO / "deploy")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

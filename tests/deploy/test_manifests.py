@@ -63,7 +63,11 @@ def test_rbac_is_exactly_what_the_adapter_uses(built: dict[str, list[dict[str, A
             assert "*" not in rule[field], f"wildcard in {field}"
         assert "resourceNames" not in rule and "nonResourceURLs" not in rule
     binding, sa, role = one(objs, "RoleBinding"), one(objs, "ServiceAccount"), one(objs, "Role")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
     ]
@@ -191,7 +195,9 @@ def test_e2e_mlflow_serves_artifacts_from_sqlite_on_a_pvc(built: dict[str, list[
     backend = next(a.split("=", 1)[1] for a in c["args"] if a.startswith("--backend-store-uri="))
     artifacts = next(a.split("=", 1)[1] for a in c["args"] if a.startswith("--artifacts-destination="))
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v
+    }
     (volume,) = claims
     assert backend.startswith(f"sqlite:///{mounts[volume]}/") and artifacts.startswith(mounts[volume] + "/")
     assert claims[volume] == one(objs, "PersistentVolumeClaim")["metadata"]["name"]
