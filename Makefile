@@ -28,8 +28,20 @@ lint: install ## ruff, mypy and import-linter contracts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+demo: install ## Run it all locally: MLflow, two example models, the adapter, predictors (no cluster)
+	$(PY) scripts/demo.py
+
 bench: install ## Benchmarks (figures go in the README)
 	$(PY) -m tests.bench
+
+images: ## Build the predictor and adapter images (needs docker)
+	bash scripts/images.sh
+
+e2e: ## End to end on kind: cluster, KServe, MLflow, adapter, rollout, scale to zero (needs docker, kind, kubectl)
+	bash scripts/e2e.sh up
+
+e2e-down: ## Delete the kind cluster of make e2e
+	bash scripts/e2e.sh down
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
