@@ -32,10 +32,10 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback test URL
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status < 500:
                     return
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             last = e
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
@@ -61,16 +61,29 @@ class MlflowServer:
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         )
         env.update(self.extra_env or {})
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
+        log = open(self.root / "server.log", "ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "mlflow", "server",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                "--artifacts-destination", str(self.root / "artifacts"),
-                "--serve-artifacts", "--workers", "1",
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+                "--serve-artifacts",
+                "--workers",
+                "1",
             ],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_http(f"{self.url}/health", timeout=90, proc=self.proc)
 
