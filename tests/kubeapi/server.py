@@ -11,15 +11,16 @@ fault injection (`inject`, `drop`, `delay`), read the request log (`requests`, `
 KServe controller through `set_status` or the real client. The registry rules live in store.py.
 
 Where it still departs from a real API server:
-- Server-side apply tracks ownership per map key, but every list is atomic: the real server merges
-  `x-kubernetes-list-type: map` lists (containers, env, ports) per key, so there two managers can own
-  different items of one list; here the last writer owns the whole list. Fields filled in by
-  schema defaults count as the applier's; explicit nulls in an apply config are ignored;
-  managedFields sent by clients are ignored (the server always computes them).
+- Server-side apply follows the schema's list types (map lists per key, sets per value, lists
+  without a list type atomic, as for CRDs), but a merged map list puts the applier's items first,
+  in its order (the real order may differ), fields filled in by schema defaults count as the
+  applier's, explicit nulls in an apply config are ignored, and managedFields sent by clients are
+  ignored (always computed here).
 - Strategic merge patch on built-in kinds (events) is treated as a JSON merge patch.
 - Validation covers types, required, enum, pattern, lengths, min/max, minItems, list uniqueness and
-  the date-time format; no CEL rules (the KServe CRD has none) and no admission webhooks (KServe's
-  webhook also enforces DNS-1035 names, defaults the runtime, etc.).
+  the date-time format; no CEL rules (the KServe CRD has none). Admission webhooks are Python hooks
+  (`admission=`); `kserve.kserve_webhook` emulates KServe's name rule and deployment-mode rename
+  only, not the rest of its defaulting (runtime selection, resources) or validation.
 - Events are typed and pruned against the core/v1 Event fields, but only the legacy event rules run.
 - No RBAC/impersonation, protobuf, /openapi (kubectl create/apply need --validate=false), Table
   output for events, namespaces as objects (any namespace exists unless `namespaces=` is given),

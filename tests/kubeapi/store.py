@@ -26,15 +26,19 @@ from tests.kubeapi import patches
 from tests.kubeapi.errors import ApiError
 from tests.kubeapi.kinds import Kind
 from tests.kubeapi.ownership import (
+    META_SCHEMA,
     MISSING,
     FieldPath,
+    Schema,
     deep_merge,
     delete_path,
     drop_nulls,
     fields_v1,
     get_path,
+    is_key_field,
     leaf_paths,
     overlap,
+    render,
 )
 from tests.kubeapi.schema import FieldError, go_repr
 from tests.kubeapi.selectors import (
@@ -450,7 +454,7 @@ class Store:
         old_view = self._ownable(kind, old.obj) if old else {}
         new_view = self._ownable(kind, new)
         changed = {
-            p for p in leaf_paths(new_view)
+            p for p in leaf_paths(new_view, self._own_schema(kind))
             if self._in_section(kind, p, sub) and get_path(old_view, p) != get_path(new_view, p)
         }  # fmt: skip
         owners: dict[OwnerKey, frozenset[FieldPath]] = {}
@@ -637,7 +641,8 @@ class Store:
             )
         warnings = self._prepare(kind, config, validation)
         view = self._section(kind, self._ownable(kind, config), sub)
-        mine = frozenset(leaf_paths(view))
+        schema = self._own_schema(kind)
+        mine = frozenset(leaf_paths(view, schema))
         me: OwnerKey = (manager, "Apply", sub)
         with self.lock:
             old = self._objects.get((kind.resource, namespace, name))
@@ -651,7 +656,7 @@ class Store:
                 new, more = self._finish(kind, None, candidate, "", validation)
                 return self._commit(kind, None, new, {me: mine}, 201, warnings + more, dry_run, "CREATE")
             self._check_rv(kind, old, config)
-            merged = deep_merge(old.obj, view)
+            merged = deep_merge(old.obj, view, schema)
             compare = copy.deepcopy(merged)
             if kind.schema is not None:
                 kind.schema.default(compare)
@@ -671,13 +676,36 @@ class Store:
                 raise self._apply_conflict(kind, name, conflicts)
             for key, q, _p in conflicts:
                 owners[key].discard(q)
-            for stale in owners.get(me, set()) - mine:
-                if not any(overlap(stale, q) for key, paths in owners.items() if key != me for q in paths):
-                    delete_path(merged, stale)
+            self._drop_stale(merged, owners, me, mine)
             owners[me] = set(mine)
             new, more = self._finish(kind, old.obj, merged, sub, validation)
             final = {k: frozenset(v) for k, v in owners.items()}
             return self._commit(kind, old, new, final, 200, warnings + more, dry_run, None if sub else "UPDATE")
+
+    @staticmethod
+    def _drop_stale(
+        merged: Obj, owners: dict[OwnerKey, set[FieldPath]], me: OwnerKey, mine: frozenset[FieldPath]
+    ) -> None:
+        """Remove what `me` applied before and omits now, unless another manager owns it too."""
+        others = [q for key, paths in owners.items() if key != me for q in paths]
+        stale = [s for s in owners.get(me, set()) - mine if not any(overlap(s, q) for q in others)]
+        items: set[FieldPath] = set()  # whole list items nobody else touches and this config no longer names
+        for path in stale:
+            for i, element in enumerate(path):
+                prefix = path[: i + 1]
+                if isinstance(element, tuple) and not any(overlap(prefix, q) for q in [*others, *mine]):
+                    items.add(prefix)
+                    break
+        for prefix in sorted(items, key=len):
+            delete_path(merged, prefix)
+        for path in stale:
+            if not any(path[: len(item)] == item for item in items) and not is_key_field(path):
+                delete_path(merged, path)
+
+    def _own_schema(self, kind: Kind) -> Schema:
+        """The schema ownership is tracked against: the kind's own, with ObjectMeta's list and map types."""
+        props = dict(kind.schema.root.get("properties") or {}) if kind.schema is not None else {}
+        return {"type": "object", "properties": {**props, "metadata": META_SCHEMA}}
 
     def _apply_conflict(
         self, kind: Kind, name: str, conflicts: list[tuple[OwnerKey, FieldPath, FieldPath]]
@@ -687,7 +715,7 @@ class Store:
             cause = {
                 "reason": "FieldManagerConflict",
                 "message": f'conflict with "{manager}" using {kind.api_version}',
-                "field": "." + ".".join(p),
+                "field": render(p),
             }
             if cause not in causes:
                 causes.append(cause)

@@ -447,6 +447,54 @@ def test_apply_conflict_between_managers_and_force(co: Any) -> None:
     )
 
 
+def model_isvc(name: str, env: list[dict[str, str]]) -> dict[str, Any]:
+    body = isvc(name)
+    body["spec"]["predictor"] = {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://b/m", "env": env}}
+    return body
+
+
+def test_apply_merges_keyed_lists_per_item(kube_api: KubeApiServer, co: Any) -> None:
+    env = [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    ssa(co, model_isvc("lm", env))  # creates (the client returns None for 201)
+    fields = stored(kube_api, "lm")["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:predictor"]["f:model"]
+    assert set(fields["f:env"]) == {'k:{"name":"A"}', 'k:{"name":"B"}'}  # env is a map list keyed by name
+    human = [{"op": "add", "path": "/spec/predictor/model/env/-", "value": {"name": "HUMAN", "value": "x"}}]
+    co.patch_namespaced_custom_object(G, V, NS, P, "lm", human, _content_type="application/json-patch+json")
+    result = ssa(co, model_isvc("lm", [{"name": "A", "value": "1b"}]), force=False)  # B dropped, A changed
+    assert result["spec"]["predictor"]["model"]["env"] == [
+        {"name": "A", "value": "1b"},
+        {"name": "HUMAN", "value": "x"},
+    ]
+    fix = [{"op": "replace", "path": "/spec/predictor/model/env/0/value", "value": "hand"}]
+    co.patch_namespaced_custom_object(G, V, NS, P, "lm", fix, _content_type="application/json-patch+json")
+    with pytest.raises(ApiException) as exc:
+        ssa(co, model_isvc("lm", [{"name": "A", "value": "1b"}]), force=False)
+    assert [c["field"] for c in error(exc)["details"]["causes"]] == ['.spec.predictor.model.env[name="A"].value']
+
+
+def test_apply_treats_lists_without_list_type_as_atomic(kube_api: KubeApiServer, co: Any) -> None:
+    ssa(co, isvc("atomic"))  # KServe's predictor.containers has no x-kubernetes-list-type: atomic
+    sidecar = {"name": "sidecar", "image": "proxy:1"}
+    add = [{"op": "add", "path": "/spec/predictor/containers/-", "value": sidecar}]
+    co.patch_namespaced_custom_object(G, V, NS, P, "atomic", add, _content_type="application/json-patch+json")
+    with pytest.raises(ApiException) as exc:
+        ssa(co, isvc("atomic", image="img:2"), force=False)
+    assert [c["field"] for c in error(exc)["details"]["causes"]] == [".spec.predictor.containers"]
+    forced = ssa(co, isvc("atomic", image="img:2"))
+    assert [c["name"] for c in forced["spec"]["predictor"]["containers"]] == ["kserve-container"]
+
+
+def test_apply_finalizers_are_a_set(co: Any) -> None:
+    first, second = isvc("fs"), isvc("fs")
+    first["metadata"]["finalizers"] = ["example.com/a"]
+    second["metadata"]["finalizers"] = ["example.com/b"]
+    ssa(co, first, manager="one")
+    both = ssa(co, second, manager="two", force=False)
+    assert both["metadata"]["finalizers"] == ["example.com/a", "example.com/b"]
+    first["metadata"]["finalizers"] = []
+    assert ssa(co, first, manager="one")["metadata"]["finalizers"] == ["example.com/b"]
+
+
 def test_apply_needs_a_field_manager(kube_api: KubeApiServer) -> None:
     code, status, _ = raw(kube_api, "PATCH", f"{BASE}/nofm", isvc("nofm"), APPLY)
     assert code == 422 and status["reason"] == "Invalid"  # what kube-apiserver answers (PatchOptions is invalid)
