@@ -302,7 +302,10 @@ up() {
   run kind load docker-image "$ADAPTER_IMAGE" --name "$CLUSTER"
   run kind load docker-image "$PREDICTOR_IMAGE" --name "$CLUSTER"
 
-  step "Apply the adapter (deploy/e2e) and wait for it"
+  step "Apply the adapter (deploy/e2e) with a fresh webhook secret, and wait for it"
+  # The value is generated where it is used and never printed (the line below shows the command).
+  run_sh "kubectl --context $CTX create namespace $NS --dry-run=client -o yaml | kubectl --context $CTX apply -f -"
+  run_sh "kubectl --context $CTX -n $NS create secret generic service-builder-credentials --from-literal=MLFLOW_WEBHOOK_SECRET=\"\$($PYTHON -c 'import secrets; print(secrets.token_hex(32))')\" --dry-run=client -o yaml | kubectl --context $CTX apply -f -"
   k apply -k deploy/e2e
   k rollout status deployment/service-builder -n "$NS" --timeout=300s
 

@@ -135,6 +135,10 @@ EXPECTED_ORDER = [
     r"^docker build -f custom_predictor/Dockerfile -t kind\.local/service-builder-predictor:dev \.$",
     r"^kind load docker-image kind\.local/service-builder-adapter:dev --name service-builder-e2e$",
     r"^kind load docker-image kind\.local/service-builder-predictor:dev --name service-builder-e2e$",
+    r"^kubectl .* create namespace service-builder --dry-run=client -o yaml \| kubectl .* apply -f -$",
+    r"^kubectl .* -n service-builder create secret generic service-builder-credentials "
+    r"--from-literal=MLFLOW_WEBHOOK_SECRET=\"\$\(.*secrets\.token_hex\(32\).*\)\" "
+    r"--dry-run=client -o yaml \| kubectl .* apply -f -$",
     r"^kubectl .* apply -k deploy/e2e$",
     r"^kubectl .* rollout status deployment/service-builder -n service-builder",
     r"^V1=\$\(.* scripts/e2e_model\.py --tracking-uri http://127\.0\.0\.1:15000 "
@@ -222,6 +226,7 @@ def _commands(line: str) -> list[str]:
         if words[1:2] == ["-c"] or words[-3:] == ["apply", "-f", "-"]:
             continue  # a later pipeline stage, as the stand-ins record it
         cmd = " ".join([prog, *words[1:]])
+        cmd = re.sub(r"MLFLOW_WEBHOOK_SECRET=.*? --dry-run", "MLFLOW_WEBHOOK_SECRET=VALUE --dry-run", cmd)
         out.append(re.sub(r"(patch configmap/inferenceservice-config -n kserve --type merge -p) .*", r"\1 PATCH", cmd))
     return out
 
@@ -262,6 +267,11 @@ def test_real_run_executes_what_the_dry_run_printed_and_passes(stand_ins: dict[s
     assert '\\"disableIstioVirtualHost\\": true' in patch and '\\"ingressDomain\\": \\"example.com\\"' in patch
     # No diagnostics on success.
     assert not any(" describe " in c for c in ran)
+    # The webhook secret was generated (64 hex digits) and given to kubectl, and never shown.
+    (secret_call,) = [c for c in ran if "create secret generic service-builder-credentials" in c]
+    token = re.search(r"MLFLOW_WEBHOOK_SECRET=([0-9a-f]{64}) ", secret_call)
+    assert token, secret_call
+    assert token.group(1) not in proc.stdout + proc.stderr
 
 
 def test_a_failing_step_prints_describe_and_logs_and_exits_non_zero(stand_ins: dict[str, str]) -> None:
