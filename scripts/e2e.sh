@@ -334,6 +334,10 @@ up() {
   say "prediction (v$V1): $PREDICTION"
   capture SWAGGER curl -sS --fail-with-body --max-time 60 -H "Host: $HOST" "$gw$API_PATH"
   expect "the Swagger UI page is served" '[[ "$SWAGGER" == *swagger-ui* ]]'
+  # Swagger UI's own assets come from the predictor (no CDN), and so does the OpenAPI document.
+  run curl -sS --fail --max-time 60 -o /dev/null -H "Host: $HOST" "$gw${API_PATH}static/swagger-ui-bundle.js"
+  capture OPENAPI curl -sS --fail-with-body --max-time 60 -H "Host: $HOST" "$gw/openapi.json"
+  expect "the OpenAPI document lists predict" '[[ "$OPENAPI" == *"${API_PATH}v1/predict"* ]]'
 
   step "Wait for scale to zero (no predictor pods), call again, print the scale-from-zero latency"
   local pods="kubectl --context $CTX get pods -n $NS -l serving.kserve.io/inferenceservice=$ISVC -o name"

@@ -39,6 +39,8 @@ case "$name" in
   curl)
     if [[ "$line" == *"%{time_total}"* ]]; then printf '4.217'
     elif [[ "$line" == *"/api/v1/predict"* ]]; then echo '{"predictions":[0]}'
+    elif [[ "$line" == *"/openapi.json"* ]]; then echo '{"paths":{"/e2e-iris/api/v1/predict":{}}}'
+    elif [[ "$line" == *"/api/static/"* ]]; then echo 'window.SwaggerUIBundle=1'
     elif [[ "$line" == *"/api/"* ]]; then echo '<html><div id="swagger-ui"></div></html>'
     fi ;;
   kubectl)
@@ -152,6 +154,9 @@ EXPECTED_ORDER = [
     r'^PREDICTION=\$\(curl .*-H "Host: \$\{HOST\}" .* http://127\.0\.0\.1:18080\$\{API_PATH\}v1/predict\)$',
     r'^SWAGGER=\$\(curl .*-H "Host: \$\{HOST\}" http://127\.0\.0\.1:18080\$\{API_PATH\}\)$',
     r"^\[check\] the Swagger UI page is served",
+    r'^curl .*-H "Host: \$\{HOST\}" http://127\.0\.0\.1:18080\$\{API_PATH\}static/swagger-ui-bundle\.js$',
+    r"^OPENAPI=\$\(curl .* http://127\.0\.0\.1:18080/openapi\.json\)$",
+    r"^\[check\] the OpenAPI document lists predict",
     r"until \[ -z \"\$\(kubectl .* get pods -n service-builder "
     r"-l serving\.kserve\.io/inferenceservice=\$\{ISVC\} -o name\)\" \]",
     r"^COLD_SECONDS=\$\(curl .*%\{time_total\}.*v1/predict\)$",
