@@ -184,6 +184,8 @@ class V2Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: str | None = None
+    model_name: str | None = Field(None, description="Sent by kserve's InferRequest; the path names the model.")
+    model_version: str | None = None
     parameters: dict[str, Any] | None = None
     inputs: list[V2Tensor] = Field(min_length=1, max_length=1024)
     outputs: list[V2Output] | None = None

@@ -108,7 +108,10 @@ def predictor_env(**env: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def run_predictor(tmp_path: Path, *, wait_ready: bool = True, **env: str) -> Iterator[Predictor]:
-    """Start the predictor as a real process on a free port; stop it (its process group) afterwards."""
+    """Start the predictor as a real process on a free port; stop it (its process group) afterwards.
+
+    Waits until it is ready, or (with `wait_ready=False`) until it is ready or has failed to get ready.
+    """
     port = free_port()
     log = tmp_path / f"predictor-{port}.log"
     with log.open("wb") as out:
@@ -128,9 +131,10 @@ def run_predictor(tmp_path: Path, *, wait_ready: bool = True, **env: str) -> Ite
                 raise AssertionError(f"predictor exited {proc.returncode}: {log.read_text()[-2000:]}")
             with contextlib.suppress(OSError):
                 status, body = p.get("/v2/health/ready")
-                if status == 200 or (not wait_ready and status == 503):
+                if status == 200:
                     break
                 if status == 503 and body.get("state") == "failed":
+                    assert not wait_ready, f"predictor failed: {body['reason']}"
                     break
             time.sleep(0.05)
         else:
@@ -153,7 +157,7 @@ def run_to_exit(**env: str) -> subprocess.CompletedProcess[str]:
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=predictor_env(PORT=str(free_port()), **env),
+        env=predictor_env(**{"PORT": str(free_port()), **env}),
         timeout=120,
         check=False,
     )

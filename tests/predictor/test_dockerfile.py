@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -57,8 +58,13 @@ def closure() -> set[str]:
     return names
 
 
+@cache
+def _top_level_to_distributions() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
 def distributions(top_level: str) -> set[str]:
-    return {canonicalize_name(d) for d in metadata.packages_distributions().get(top_level, [])}
+    return {canonicalize_name(d) for d in _top_level_to_distributions().get(top_level, [])}
 
 
 def third_party(modules: set[str]) -> set[str]:
