@@ -83,6 +83,7 @@ class Runtime:
         self._pyfunc: Any = None
         self._all_int = False
         self._tensor = len(self.names) > 0 and contract.source == "signature" and self._tensor_signature()
+        self._defaults = {i.name: i.default for i in contract.inputs if i.default is not None}
         self._ready = threading.Event()
 
     @property
@@ -168,6 +169,8 @@ class Runtime:
     # ---- predicting ----------------------------------------------------------------------------------------
     def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
         """Predictions for validated rows (one per row). Raises `ModelFailure` if the model raises."""
+        if self._defaults:
+            rows = [{**self._defaults, **r} for r in rows]
         try:
             out = self._predict_fast(rows) if self._method is not None else self._predict_pyfunc(rows)
             result = to_list(out)

@@ -70,8 +70,7 @@ class Predictor:
         return f"{self.url}/{self.path}/api"
 
 
-def predictor_argv(*python_flags: str) -> list[str]:
-    return [sys.executable, *python_flags, "-m", "custom_predictor"]
+PREDICTOR_ARGV = [sys.executable, "-m", "custom_predictor"]
 
 
 def predictor_env(model_uri: str, tracking_uri: str | None, port: int, **extra: str) -> dict[str, str]:
@@ -91,17 +90,17 @@ def running_predictor(
     log_dir: Path,
     *,
     timeout: float = 120.0,
-    python_flags: tuple[str, ...] = (),
+    argv: list[str] | None = None,
     **extra: str,
 ) -> Iterator[Predictor]:
     """Start the predictor for `model_uri`, wait until `/v2/health/ready` answers 200, stop it on exit.
 
     `path` is the service path the predictor derives from the model name (or is given as SERVICE_PATH in
-    `extra`); `extra` is added to the environment, `python_flags` go to the interpreter (e.g. `-X importtime`).
+    `extra`); `extra` is added to the environment; `argv` replaces `python -m custom_predictor`.
     """
     port = free_port()
     log = log_dir / f"predictor-{port}.log"
-    proc = spawn(predictor_argv(*python_flags), predictor_env(model_uri, tracking_uri, port, **extra), log)
+    proc = spawn(argv or PREDICTOR_ARGV, predictor_env(model_uri, tracking_uri, port, **extra), log)
     url = f"http://127.0.0.1:{port}"
     try:
         try:

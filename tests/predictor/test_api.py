@@ -351,3 +351,19 @@ async def test_asgi_transport_and_readiness_before_load(local_models: dict[str, 
             assert await asyncio.to_thread(app.state.runtime.wait, 60)
             r = await c.post(f"{API}/predict", json={"records": [ROW]})
             assert r.status_code == 200 and r.json()["predictions"] == expected_for([ROW])
+
+
+def test_optional_input_takes_its_default(tmp_path: Path, local_models: dict[str, Path]) -> None:
+    folder = _contract_model(tmp_path, local_models)
+    data = yaml.safe_load((folder / "contract.yaml").read_text())
+    data["inputs"][4].update(required=False, default=0.1)
+    (folder / "contract.yaml").write_text(yaml.safe_dump(data))
+    with in_process(model_uri=str(folder)) as c:
+        assert c.app_state.runtime.kind == "sklearn-fast"
+        partial = {k: v for k, v in ROW.items() if k != "smoothness"}
+        r = c.post("/model/api/v1/predict", json={"records": [partial]})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == expected_for([{**partial, "smoothness": 0.1}])
+        spec = c.get("/openapi.json").json()["components"]["schemas"]
+        record = next(v for v in spec.values() if v.get("title", "").endswith("record"))
+        assert "smoothness" not in record["required"]
