@@ -7,12 +7,13 @@ every expected failure into one clear line and a non-zero exit code, never a tra
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -134,15 +135,33 @@ def cmd_webhook(settings: AdapterSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(rows: list[tuple[str, str, str]], indent: str) -> list[str]:
+    # json.dumps escapes newlines and quotes: tag values can never become YAML or break a line.
+    return [f"{indent}{key}: {json.dumps(value)}  ({source})" for key, value, source in rows]
+
+
 def cmd_render(settings: AdapterSettings, args: argparse.Namespace) -> int:
-    from adapter.render import render, to_yaml
+    from adapter.overrides import effective, resolve
+    from adapter.render import CONTAINER, render, to_yaml
     from adapter.types import VersionInfo
 
     if not str(args.version).isdigit():
         raise SystemExit(f"service-builder: --version must be a version number, got {args.version!r}")
-    version = VersionInfo(name=args.model, version=str(args.version), run_id=args.run_id or "")
-    sys.stdout.write(to_yaml(render(settings, version, uri=args.model_uri)))
+    tags = dict(_pair(t) for t in args.tag or [])
+    overrides = resolve(settings, {}, tags)
+    version = VersionInfo(name=args.model, version=str(args.version), run_id=args.run_id or "", tags=tags)
+    doc = render(settings, version, uri=args.model_uri, overrides=overrides)
+    print("# effective settings (source):")
+    print("\n".join(_explain(effective(doc, overrides, CONTAINER), "#   ")))
+    sys.stdout.write(to_yaml(doc))
     return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"service-builder: --tag takes KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def _age(created: str) -> str:
@@ -156,30 +175,44 @@ def _age(created: str) -> str:
     return f"{int(seconds)}s"
 
 
-def cmd_status(settings: AdapterSettings, _: argparse.Namespace) -> int:
-    from adapter.types import ANN_MODEL_NAME, ANN_MODEL_VERSION, TAG_STATUS
+def cmd_status(settings: AdapterSettings, args: argparse.Namespace) -> int:
+    from adapter.overrides import OverrideError, effective, resolve
+    from adapter.render import CONTAINER, render
+    from adapter.types import ANN_MODEL_NAME, ANN_MODEL_VERSION, TAG_STATUS, VersionInfo
 
     reconciler = build(settings, manage=False)
     snap = reconciler.registry.snapshot()
     rows = [("MODEL", "VERSION", "INFERENCESERVICE", "STATUS", "URL", "AGE")]
+    details: list[str] = []
     for obj in sorted(reconciler.cluster.list_owned(), key=lambda o: o["metadata"]["name"]):
         meta = obj.get("metadata") or {}
         ann = meta.get("annotations") or {}
         model, version = ann.get(ANN_MODEL_NAME, "?"), ann.get(ANN_MODEL_VERSION, "?")
-        tags: Mapping[str, str] = next((v.tags for v in snap.managed.get(model, []) if v.version == version), {})
+        vinfo = next((v for v in snap.managed.get(model, []) if v.version == version), VersionInfo(model, version))
         rows.append(
             (
                 model,
                 version,
                 f"{reconciler.cluster.namespace}/{meta.get('name')}",
-                tags.get(TAG_STATUS, "unknown"),
+                vinfo.tags.get(TAG_STATUS, "unknown"),
                 str((obj.get("status") or {}).get("url") or "-"),
                 _age(str(meta.get("creationTimestamp") or "")),
             )
         )
+        if args.explain:
+            minfo = snap.models.get(model)
+            details.append(f"{model} v{version}:")
+            try:
+                overrides = resolve(settings, minfo.tags if minfo else {}, vinfo.tags)
+                doc = render(settings, vinfo, overrides=overrides)
+                details += _explain(effective(doc, overrides, CONTAINER), "  ")
+            except OverrideError as e:
+                details.append(f"  invalid: {e}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if details:
+        print("\n" + "\n".join(details))
     return 0
 
 
@@ -196,7 +229,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--version", required=True, help="model version number")
     r.add_argument("--model-uri", help="model URI for the predictor (default models:/<model>/<version>)")
     r.add_argument("--run-id", help="run id, for the annotations")
-    sub.add_parser("status", help="table of managed models: version, InferenceService, status, URL, age")
+    r.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a version tag, e.g. serving.min_replicas=1")
+    st = sub.add_parser("status", help="table of managed models: version, InferenceService, status, URL, age")
+    st.add_argument("--explain", action="store_true", help="also show effective serving settings and their source")
     w = sub.add_parser("webhook", help="manage the MLflow webhook that triggers reconciles")
     wsub = w.add_subparsers(dest="webhook_command", required=True)
     reg = wsub.add_parser("register", help="create or update the MLflow webhook (idempotent)")

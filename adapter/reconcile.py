@@ -25,8 +25,9 @@ from typing import Any, Protocol
 from adapter import naming
 from adapter.errors import AdapterError, NotFoundError, PermanentError, TransientError
 from adapter.log import kv
+from adapter.overrides import OverrideError, resolve
 from adapter.render import Manifest, render
-from adapter.rollout import interpret, latest_created_revision
+from adapter.rollout import interpret, latest_created_revision, traffic
 from adapter.selection import select
 from adapter.settings import AdapterSettings
 from adapter.types import (
@@ -47,8 +48,10 @@ from adapter.types import (
     TAG_ISVC,
     TAG_MESSAGE,
     TAG_REVISION,
+    TAG_REVISION_URL,
     TAG_STARTED,
     TAG_STATUS,
+    TAG_TRAFFIC,
     TAG_UPDATED,
     TAG_URL,
     Rollout,
@@ -64,6 +67,8 @@ BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 # Fields the API server rewrites; never compared (KServe stores Serverless as Knative).
 _IGNORED = {("metadata", "annotations", "serving.kserve.io/deploymentMode")}
+# Predictor fields only a `serving.*` tag sets; removing the tag must remove them (promotion of a canary).
+_TAG_ONLY_FIELDS = ("canaryTrafficPercent", "containerConcurrency")
 
 
 class Registry(Protocol):
@@ -119,6 +124,13 @@ def contains(desired: Any, observed: Any, path: tuple[str, ...] = ()) -> bool:
             return False
         return all(contains(d, o, path) for d, o in zip(desired, observed, strict=True))
     return bool(desired == observed)
+
+
+def _dropped(desired: Manifest, observed: Mapping[str, Any]) -> bool:
+    """A field that only an owner's tag sets (not the template) was removed: apply, so SSA drops it."""
+    want = desired.get("spec", {}).get("predictor", {})
+    have = (observed.get("spec") or {}).get("predictor") or {}
+    return any(key in have and key not in want for key in _TAG_ONLY_FIELDS)
 
 
 def fingerprint(doc: Manifest) -> str:
@@ -278,7 +290,11 @@ class Reconciler:
                     )
                 observed = existing
 
-        desired = render(self.settings, version)
+        try:
+            overrides = resolve(self.settings, model.tags if model else {}, version.tags)
+        except OverrideError as e:
+            return self._fail(out, version, str(e))
+        desired = render(self.settings, version, overrides=overrides)
         fp = fingerprint(desired)
         tags = self._current_tags(version)
         if self._terminal.get(name) == fp:
@@ -307,7 +323,7 @@ class Reconciler:
                     )
                 out.action = "created" if observed is None else "updated"
                 observed = self.cluster.apply(desired)
-            elif not contains(desired, observed):
+            elif not contains(desired, observed) or _dropped(desired, observed):
                 self._write_version(out, version, {TAG_STARTED: self._iso()})
                 observed = self.cluster.apply(desired)
                 out.action = "updated"
@@ -336,24 +352,38 @@ class Reconciler:
             started_at=_parse_time(tags.get(TAG_STARTED)),
             now=self.now(),
             deadline_seconds=self.settings.rollout_deadline_seconds,
+            canary=overrides.canary_percent,
         )
-        self._write_rollout(out, version, rollout, ref, managed)
+        self._write_rollout(out, version, rollout, ref, managed, traffic(observed))
         return out
 
     # ---- write-back ------------------------------------------------------------------------
     def _write_rollout(
-        self, out: Outcome, version: VersionInfo, rollout: Rollout, ref: str, managed: list[VersionInfo]
+        self,
+        out: Outcome,
+        version: VersionInfo,
+        rollout: Rollout,
+        ref: str,
+        managed: list[VersionInfo],
+        split: list[tuple[str, int, bool, str]],
     ) -> None:
         tags = self._current_tags(version)
+        others = [v for v in managed if v.version != version.version]
+        shares, urls = self._shares(version, rollout, others, split)
+        canary = rollout.state == READY and len(shares) > 1 and shares.get(version.version, 100) < 100
+        split_text = " ".join(f"v{v}:{p}%" for v, p in sorted(shares.items(), key=lambda i: -int(i[0])))
         wanted: dict[str, str | None] = {TAG_STATUS: rollout.state, TAG_ISVC: ref}
         if rollout.url:
             wanted[TAG_URL] = rollout.url
         if rollout.state == READY:
-            wanted[TAG_DEPLOYED] = "true"
+            serves = shares.get(version.version, 100) > 0
+            wanted[TAG_DEPLOYED] = "true" if serves else "false"
             wanted[TAG_REVISION] = rollout.revision or None
             wanted[TAG_MESSAGE] = None
+            wanted[TAG_TRAFFIC] = split_text if canary else None
+            wanted[TAG_REVISION_URL] = urls.get(version.version) if canary else None
             if rollout.url:
-                wanted[TAG_ENDPOINT] = f"{rollout.url}/{naming.service_path(version.name)}/api/"
+                wanted[TAG_ENDPOINT] = f"{rollout.url}/{naming.service_path(version.name)}/api/" if serves else None
         elif rollout.state == FAILED:
             wanted[TAG_MESSAGE] = rollout.message
             wanted[TAG_DEPLOYED] = tags.get(TAG_DEPLOYED, "false")
@@ -367,13 +397,18 @@ class Reconciler:
                 "Rollout failed %s", kv(model=version.name, version=version.version, isvc=ref, error=rollout.message)
             )
 
-        serving = version.version if rollout.state == READY or tags.get(TAG_DEPLOYED) == "true" else ""
-        for other in managed:
-            if other.version == version.version:
-                continue
+        serving = {version.version} if tags.get(TAG_DEPLOYED) == "true" else set()
+        for other in others:
             otags = self._current_tags(other)
             was_serving = otags.get(TAG_DEPLOYED) == "true"
-            if rollout.state == READY or not was_serving:
+            if canary and shares.get(other.version, 0) > 0:
+                serving.add(other.version)  # still takes part of the traffic
+                self._write_version(
+                    out,
+                    other,
+                    {TAG_DEPLOYED: "true", TAG_TRAFFIC: split_text, TAG_REVISION_URL: urls.get(other.version)},
+                )
+            elif rollout.state == READY or not was_serving:
                 if otags.get(TAG_STATUS) in ACTIVE_STATES or was_serving:
                     self._write_version(
                         out,
@@ -383,11 +418,30 @@ class Reconciler:
                             TAG_DEPLOYED: "false",
                             TAG_ENDPOINT: None,
                             TAG_MESSAGE: None,
+                            TAG_TRAFFIC: None,
+                            TAG_REVISION_URL: None,
                         },
                     )
-            elif was_serving and not serving:
-                serving = other.version
-        self._write_model(out, version.name, serving)
+            elif was_serving:
+                serving.add(other.version)
+        main = max(serving, key=lambda v: (shares.get(v, 0), int(v)), default="")
+        self._write_model(out, version.name, main)
+
+    def _shares(
+        self, version: VersionInfo, rollout: Rollout, others: list[VersionInfo], split: list[tuple[str, int, bool, str]]
+    ) -> tuple[dict[str, int], dict[str, str]]:
+        """Traffic percent and tag URL per model version, from KServe's split and recorded revisions."""
+        by_revision = {self._current_tags(v).get(TAG_REVISION): v.version for v in others}
+        shares: dict[str, int] = {}
+        urls: dict[str, str] = {}
+        for revision, percent, _latest, url in split:
+            owner = version.version if rollout.revision and revision == rollout.revision else by_revision.get(revision)
+            if owner is None:
+                continue
+            shares[owner] = shares.get(owner, 0) + percent
+            if url:
+                urls[owner] = url
+        return shares, urls
 
     def _retire(
         self, name: str, managed: list[VersionInfo], observed: dict[str, Any] | None, ref: str, *, registered: bool

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from adapter import naming
+from adapter.overrides import Overrides
+from adapter.overrides import apply as apply_overrides
 from adapter.settings import AdapterSettings
 from adapter.types import (
     ANN_MODEL_NAME,
@@ -67,8 +69,10 @@ def _set_env(env: list[dict[str, Any]], name: str, value: str | None = None, **r
     env.append(entry)
 
 
-def render(settings: AdapterSettings, version: VersionInfo, uri: str | None = None) -> Manifest:
-    """The InferenceService that serves `version` of its model."""
+def render(
+    settings: AdapterSettings, version: VersionInfo, uri: str | None = None, overrides: Overrides | None = None
+) -> Manifest:
+    """The InferenceService that serves `version` of its model, with the owner's validated overrides."""
     doc = load_template(settings.template_path)
     name = naming.isvc_name(version.name)
     uri = uri or model_uri(version.name, version.version)
@@ -110,6 +114,8 @@ def render(settings: AdapterSettings, version: VersionInfo, uri: str | None = No
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             ref = {"name": settings.predictor_secret_name, "key": key, "optional": True}
             _set_env(env, key, valueFrom={"secretKeyRef": ref})
+    if overrides is not None:
+        apply_overrides(doc, overrides, CONTAINER)
     return doc
 
 

@@ -36,14 +36,20 @@ def latest_created_revision(isvc: dict[str, Any] | None) -> str:
     return str(predictor_status(isvc).get("latestCreatedRevision") or "") if isvc else ""
 
 
-def _latest_traffic_percent(pred: dict[str, Any]) -> int | None:
-    for entry in pred.get("traffic") or []:
-        if isinstance(entry, dict) and entry.get("latestRevision") is True:
-            try:
-                return int(entry.get("percent") or 0)
-            except (TypeError, ValueError):
-                return None
-    return None
+def traffic(isvc: dict[str, Any]) -> list[tuple[str, int, bool, str]]:
+    """The predictor's traffic split: (revision, percent, is latest, tag URL) per entry."""
+    out = []
+    for entry in predictor_status(isvc).get("traffic") or []:
+        if not isinstance(entry, dict) or not entry.get("revisionName"):
+            continue
+        try:
+            percent = int(entry.get("percent") or 0)
+        except (TypeError, ValueError):
+            continue
+        out.append(
+            (str(entry["revisionName"]), percent, entry.get("latestRevision") is True, str(entry.get("url") or ""))
+        )
+    return out
 
 
 def interpret(
@@ -53,8 +59,12 @@ def interpret(
     started_at: datetime | None,
     now: datetime,
     deadline_seconds: float,
+    canary: int | None = None,
 ) -> Rollout:
-    """`deploying`, `ready` or `failed`, with KServe's reason and the URL when known."""
+    """`deploying`, `ready` or `failed`, with KServe's reason and the URL when known.
+
+    With `canary` (a percent below 100) and a previous revision still in the split, the new revision
+    is ready when it holds exactly that share; otherwise when it holds all traffic."""
     status = isvc.get("status") or {}
     url = str(status.get("url") or "")
     conds = conditions(isvc)
@@ -76,8 +86,11 @@ def interpret(
             detail = info.get("message") or info.get("reason") or "model failed to load"
             return Rollout(FAILED, _short(f"BlockedByFailedLoad: {detail}"), url, created)
         ready = conds.get("Ready", {}).get("status") == "True"
-        percent = _latest_traffic_percent(pred)
-        if ready and ready_rev == created and (percent is None or percent == 100):
+        split = traffic(isvc)
+        latest = [p for rev, p, is_latest, _ in split if is_latest]
+        has_previous = any(not is_latest for _, _, is_latest, _ in split)
+        expected = canary if canary is not None and has_previous else 100
+        if ready and ready_rev == created and (not latest or latest[0] == expected):
             return Rollout(READY, "", url, created)
 
     if started_at is not None and (now - started_at).total_seconds() > deadline_seconds:

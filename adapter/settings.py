@@ -48,6 +48,15 @@ class AdapterSettings(BaseSettings):
     mlflow_s3_endpoint_url: str = Field("", description="S3 endpoint for MLflow artifacts (not a secret).")
     rollout_deadline_seconds: float = Field(600.0, gt=0, description="A rollout not ready by then: failed.")
     template_path: Path = Field(TEMPLATE_DIR / "inferenceservice.yaml", description="InferenceService template.")
+    # Caps and allow-lists for model owners' `serving.*` tags (defaults are the template's values).
+    serving_max_replicas_cap: int = Field(10, ge=1, description="Highest min/max replicas a tag may ask for.")
+    serving_cpu_cap: str = Field("4", description="Highest CPU request/limit a tag may ask for.")
+    serving_memory_cap: str = Field("16Gi", description="Highest memory request/limit a tag may ask for.")
+    serving_timeout_cap: int = Field(900, ge=1, description="Longest request timeout a tag may ask for, seconds.")
+    serving_image_allowlist: str = Field(
+        "", description="Images a tag may choose (comma list) besides PREDICTOR_IMAGE."
+    )
+    serving_env_allowlist: str = Field("LOG_LEVEL", description="Env names a `serving.env.<NAME>` tag may set.")
     field_manager: str = Field("service-builder", description="Server-side apply field manager.")
     # Kubernetes access: K8S_API + K8S_API_KEY override in-cluster and kubeconfig.
     k8s_api: str = Field("", description="API server URL (with K8S_API_KEY).")
@@ -80,6 +89,13 @@ class AdapterSettings(BaseSettings):
         if v and not _TAG_VALUE.match(v):
             raise ValueError("MODEL_NAME_LIKE may not hold quotes, backticks or backslashes")
         return v
+
+    @field_validator("serving_cpu_cap", "serving_memory_cap")
+    @classmethod
+    def _cap(cls, v: str) -> str:
+        if not re.match(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$", v.strip()):
+            raise ValueError("must be a Kubernetes quantity such as 4, 500m or 16Gi")
+        return v.strip()
 
     @field_validator("deploy_alias")
     @classmethod

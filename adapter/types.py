@@ -20,6 +20,8 @@ TAG_UPDATED = "deployment.updated_at"
 TAG_REVISION = "deployment.revision"
 TAG_BASE_REVISION = "deployment.base_revision"
 TAG_STARTED = "deployment.started_at"
+TAG_TRAFFIC = "deployment.traffic"
+TAG_REVISION_URL = "deployment.revision_url"
 # Registered-model tags.
 TAG_DEPLOYED_VERSION = "deployed_version"
 
@@ -36,6 +38,8 @@ OWN_TAG_KEYS = frozenset(
         TAG_BASE_REVISION,
         TAG_STARTED,
         TAG_DEPLOYED_VERSION,
+        TAG_TRAFFIC,
+        TAG_REVISION_URL,
     }
 )
 

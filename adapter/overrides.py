@@ -1,0 +1,217 @@
+"""Per-model serving overrides from MLflow tags (`serving.*`), validated, with where each value came from.
+
+Pure. Model owners steer scaling, resources, image, extra env and canary traffic from MLflow: a tag on
+the registered model applies to every version, a tag on the served version wins over it. Every value
+is checked (type, range, Kubernetes quantity syntax, the CRD's enums, allow-lists) and held to the
+cluster-wide caps in the settings; the first bad tag raises `OverrideError` naming the tag and the
+rule, and then nothing is applied for that model. Defaults are the template's values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from adapter.settings import AdapterSettings
+
+PREFIX = "serving."
+ENV_PREFIX = "serving.env."
+SCALE_METRICS = ("cpu", "memory", "concurrency", "rps")  # the CRD's enum
+_QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<unit>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_UNITS: dict[str, Decimal | int] = {
+    "": 1,
+    "m": Decimal("0.001"),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_ENV_VALUE = 1024
+
+
+class OverrideError(ValueError):
+    """A `serving.*` tag is invalid; the message names the tag, where it is, and the rule."""
+
+
+def quantity(text: str) -> Decimal:
+    """A Kubernetes quantity (`250m`, `2`, `512Mi`, `1.5Gi`) as a number; ValueError if malformed."""
+    m = _QUANTITY.match(text.strip())
+    if not m:
+        raise ValueError("not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 1Gi)")
+    try:
+        return Decimal(m["num"]) * Decimal(_UNITS[m["unit"] or ""])
+    except InvalidOperation:
+        raise ValueError("not a Kubernetes quantity") from None
+
+
+@dataclass(frozen=True)
+class Field:
+    path: tuple[str, ...]  # where in spec.predictor (container fields start with "container")
+    parse: Callable[[str, AdapterSettings], Any]
+    rule: str
+
+
+def _int(lo: int, hi: Callable[[AdapterSettings], int] | None = None) -> Callable[[str, AdapterSettings], int]:
+    def parse(text: str, s: AdapterSettings) -> int:
+        if not re.fullmatch(r"[0-9]+", text.strip()):
+            raise ValueError("must be a whole number")
+        value = int(text)
+        top = hi(s) if hi else None
+        if value < lo or (top is not None and value > top):
+            raise ValueError(f"must be between {lo} and {top}" if top is not None else f"must be at least {lo}")
+        return value
+
+    return parse
+
+
+def _metric(text: str, _: AdapterSettings) -> str:
+    if text.strip() not in SCALE_METRICS:
+        raise ValueError(f"must be one of {', '.join(SCALE_METRICS)}")
+    return text.strip()
+
+
+def _qty(cap: Callable[[AdapterSettings], str]) -> Callable[[str, AdapterSettings], str]:
+    def parse(text: str, s: AdapterSettings) -> str:
+        value = quantity(text)
+        if value <= 0:
+            raise ValueError("must be more than 0")
+        if value > quantity(cap(s)):
+            raise ValueError(f"exceeds the cluster cap of {cap(s)}")
+        return text.strip()
+
+    return parse
+
+
+def _image(text: str, s: AdapterSettings) -> str:
+    allowed = {s.predictor_image, *(i.strip() for i in s.serving_image_allowlist.split(",") if i.strip())}
+    if text.strip() not in allowed:
+        raise ValueError("is not in SERVING_IMAGE_ALLOWLIST")
+    return text.strip()
+
+
+FIELDS: dict[str, Field] = {
+    "min_replicas": Field(("minReplicas",), _int(0, lambda s: s.serving_max_replicas_cap), "0..cap"),
+    "max_replicas": Field(("maxReplicas",), _int(1, lambda s: s.serving_max_replicas_cap), "1..cap"),
+    "scale_metric": Field(("scaleMetric",), _metric, "enum"),
+    "scale_target": Field(("scaleTarget",), _int(1, lambda s: 100000), "1..100000"),
+    "container_concurrency": Field(("containerConcurrency",), _int(0, lambda s: 1000), "0..1000"),
+    "timeout_seconds": Field(("timeout",), _int(1, lambda s: s.serving_timeout_cap), "1..cap"),
+    "canary_percent": Field(("canaryTrafficPercent",), _int(0, lambda s: 100), "0..100"),
+    "cpu_request": Field(("container", "resources", "requests", "cpu"), _qty(lambda s: s.serving_cpu_cap), "qty"),
+    "cpu_limit": Field(("container", "resources", "limits", "cpu"), _qty(lambda s: s.serving_cpu_cap), "qty"),
+    "memory_request": Field(
+        ("container", "resources", "requests", "memory"), _qty(lambda s: s.serving_memory_cap), "qty"
+    ),
+    "memory_limit": Field(("container", "resources", "limits", "memory"), _qty(lambda s: s.serving_memory_cap), "qty"),
+    "image": Field(("container", "image"), _image, "allow-list"),
+}
+
+
+@dataclass
+class Overrides:
+    """Validated values by key (`min_replicas`, `env.LOG_LEVEL`, ...) and where each came from."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def canary_percent(self) -> int | None:
+        value = self.values.get("canary_percent")
+        return None if value is None or value == 100 else int(value)
+
+
+def resolve(settings: AdapterSettings, model_tags: Mapping[str, str], version_tags: Mapping[str, str]) -> Overrides:
+    """Model tags first, then version tags over them; raises OverrideError on the first bad tag."""
+    out = Overrides()
+    env_allowed = {n.strip() for n in settings.serving_env_allowlist.split(",") if n.strip()}
+    for source, tags in (("model tag", model_tags), ("version tag", version_tags)):
+        for tag in sorted(tags):
+            if not tag.startswith(PREFIX):
+                continue
+            raw = str(tags[tag])
+            where = f"{source} {tag}={raw[:60]!r}"
+            if tag.startswith(ENV_PREFIX):
+                name = tag[len(ENV_PREFIX) :]
+                if not _ENV_NAME.match(name) or name not in env_allowed:
+                    raise OverrideError(f"{where}: {name!r} is not in SERVING_ENV_ALLOWLIST")
+                if len(raw) > MAX_ENV_VALUE or "\x00" in raw:
+                    raise OverrideError(f"{where}: env values are at most {MAX_ENV_VALUE} characters")
+                key, value = f"env.{name}", raw
+            else:
+                key = tag[len(PREFIX) :]
+                spec = FIELDS.get(key)
+                if spec is None:
+                    known = ", ".join(sorted([*FIELDS, "env.<NAME>"]))
+                    raise OverrideError(f"{where}: unknown setting; known: {known}")
+                try:
+                    value = spec.parse(raw, settings)
+                except ValueError as e:
+                    raise OverrideError(f"{where}: {e}") from None
+            out.values[key] = value
+            out.sources[key] = source
+    _check_pairs(out)
+    return out
+
+
+def _check_pairs(o: Overrides) -> None:
+    v = o.values
+    if "min_replicas" in v and "max_replicas" in v and v["min_replicas"] > v["max_replicas"]:
+        raise OverrideError(
+            f"serving.min_replicas={v['min_replicas']} ({o.sources['min_replicas']}) is above "
+            f"serving.max_replicas={v['max_replicas']} ({o.sources['max_replicas']})"
+        )
+    for res in ("cpu", "memory"):
+        req, lim = v.get(f"{res}_request"), v.get(f"{res}_limit")
+        if req and lim and quantity(req) > quantity(lim):
+            raise OverrideError(f"serving.{res}_request={req} is above serving.{res}_limit={lim}")
+
+
+def apply(doc: dict[str, Any], overrides: Overrides, container_name: str) -> None:
+    """Set the overridden fields on a rendered InferenceService (values only, never YAML text)."""
+    predictor = doc["spec"]["predictor"]
+    container = next(c for c in predictor["containers"] if c.get("name") == container_name)
+    for key, value in overrides.values.items():
+        if key.startswith("env."):
+            env = container.setdefault("env", [])
+            name = key[4:]
+            env[:] = [e for e in env if e.get("name") != name] + [{"name": name, "value": value}]
+            continue
+        if key == "canary_percent" and value == 100:
+            continue  # 100 means promoted: no canary field at all
+        path = FIELDS[key].path
+        node: dict[str, Any] = container if path[0] == "container" else predictor
+        keys = path[1:] if path[0] == "container" else path
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+
+
+def effective(doc: dict[str, Any], overrides: Overrides, container_name: str) -> list[tuple[str, str, str]]:
+    """(setting, value, source) for every known setting of a rendered manifest: for `render`/`status`."""
+    predictor = doc["spec"]["predictor"]
+    container = next(c for c in predictor["containers"] if c.get("name") == container_name)
+    rows = []
+    for key, spec in FIELDS.items():
+        node: Any = container if spec.path[0] == "container" else predictor
+        for k in spec.path[1:] if spec.path[0] == "container" else spec.path:
+            node = node.get(k) if isinstance(node, dict) else None
+        if node is None and key != "canary_percent":
+            continue
+        value = "100 (no canary)" if node is None else str(node)
+        default = "PREDICTOR_IMAGE" if key == "image" else "template"
+        rows.append((key, value, overrides.sources.get(key, default)))
+    for key in sorted(k for k in overrides.values if k.startswith("env.")):
+        rows.append((key, str(overrides.values[key]), overrides.sources[key]))
+    return rows
