@@ -324,7 +324,6 @@ up() {
   setvar HOST "${rest%%/*}" 'host part of $ENDPOINT'
   setvar API_PATH "/${rest#*/}" 'path part of $ENDPOINT (ends in /api/)'
   say "endpoint: $ENDPOINT (Host: $HOST, path: $API_PATH)"
-  k get inferenceservices -n "$NS"
 
   step "Call predict and fetch the Swagger page through the Kourier gateway (Host of status.url)"
   port_forward kourier-system kourier "$KOURIER_PORT:80" "http://127.0.0.1:$KOURIER_PORT/"
@@ -338,6 +337,7 @@ up() {
   run curl -sS --fail --max-time 60 -o /dev/null -H "Host: $HOST" "$gw${API_PATH}static/swagger-ui-bundle.js"
   capture OPENAPI curl -sS --fail-with-body --max-time 60 -H "Host: $HOST" "$gw/openapi.json"
   expect "the OpenAPI document lists predict" '[[ "$OPENAPI" == *"${API_PATH}v1/predict"* ]]'
+  k get inferenceservices -n "$NS"
 
   step "Wait for scale to zero (no predictor pods), call again, print the scale-from-zero latency"
   local pods="kubectl --context $CTX get pods -n $NS -l serving.kserve.io/inferenceservice=$ISVC -o name"

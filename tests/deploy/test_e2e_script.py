@@ -149,7 +149,6 @@ EXPECTED_ORDER = [
     r"e2e_model\.py .* wait --name e2e-iris --version \$\{V1\} --status ready",
     r"^ENDPOINT=\$\(.* tag .* --key model_endpoint\)$",
     r"^STATUS_URL=\$\(kubectl .* get inferenceservice \$\{ISVC\} .*\.status\.url",
-    r"^kubectl .* get inferenceservices -n service-builder$",
     r"port-forward svc/kourier 18080:80",
     r'^PREDICTION=\$\(curl .*-H "Host: \$\{HOST\}" .* http://127\.0\.0\.1:18080\$\{API_PATH\}v1/predict\)$',
     r'^SWAGGER=\$\(curl .*-H "Host: \$\{HOST\}" http://127\.0\.0\.1:18080\$\{API_PATH\}\)$',
@@ -157,6 +156,7 @@ EXPECTED_ORDER = [
     r'^curl .*-H "Host: \$\{HOST\}" http://127\.0\.0\.1:18080\$\{API_PATH\}static/swagger-ui-bundle\.js$',
     r"^OPENAPI=\$\(curl .* http://127\.0\.0\.1:18080/openapi\.json\)$",
     r"^\[check\] the OpenAPI document lists predict",
+    r"^kubectl .* get inferenceservices -n service-builder$",
     r"until \[ -z \"\$\(kubectl .* get pods -n service-builder "
     r"-l serving\.kserve\.io/inferenceservice=\$\{ISVC\} -o name\)\" \]",
     r"^COLD_SECONDS=\$\(curl .*%\{time_total\}.*v1/predict\)$",
