@@ -16,14 +16,14 @@ from adapter.reconcile import Reconciler
 from adapter.registry import MlflowRegistry
 from adapter.settings import AdapterSettings
 from tests.adapter.kserve import status_for
-from tests.kubeapi.server import KubeApiServer
+from tests.kubeapi import KubeApiServer, kserve_webhook
 
 NS = "models"
 
 
 @pytest.fixture
 def kube() -> Iterator[KubeApiServer]:
-    with KubeApiServer() as api:
+    with KubeApiServer(admission=[kserve_webhook]) as api:
         yield api
         assert api.errors == [], "the stand-in itself failed on a request"
 
@@ -62,10 +62,10 @@ class World:
     def isvc(self, name: str) -> dict[str, Any] | None:
         return self.kube.get_object("inferenceservices", NS, name)
 
-    def play(self, isvc_name: str, state: str = "ready", message: str = "") -> None:
+    def play(self, isvc_name: str, state: str = "ready", message: str = "", canary: int | None = None) -> None:
         obj = self.isvc(isvc_name)
         assert obj is not None
-        status = status_for(isvc_name, NS, obj["metadata"]["generation"], obj.get("status"), state, message)
+        status = status_for(isvc_name, NS, obj["metadata"]["generation"], obj.get("status"), state, message, canary)
         self.kube.set_status("inferenceservices", NS, isvc_name, status)
 
 
