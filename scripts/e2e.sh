@@ -15,7 +15,9 @@
 # shellcheck disable=SC2016
 set -Eeuo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HERE="${BASH_SOURCE[0]%/*}"
+[[ "$HERE" == "${BASH_SOURCE[0]}" ]] && HERE=.
+ROOT="$(cd "$HERE/.." && pwd)"
 cd "$ROOT"
 
 # ---- Versions, pinned together (docs/deploy.md explains the choice) ----------------------------

@@ -316,7 +316,7 @@ def test_preflight_names_a_missing_tool(stand_ins: dict[str, str]) -> None:
         timeout=60,
     )
     assert proc.returncode == 1
-    assert "'kind' is not installed" in proc.stderr
+    assert proc.stderr.strip() == "e2e: 'kind' is not installed or not on PATH"
     assert calls(stand_ins) == []
 
 

@@ -31,8 +31,8 @@ def test_shellcheck_is_clean(script: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_scripts_fail_fast(script: Path) -> None:
+@pytest.mark.parametrize("script", [REPO / "scripts" / "e2e.sh", REPO / "scripts" / "images.sh"], ids=lambda p: p.name)
+def test_deploy_scripts_fail_fast(script: Path) -> None:
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "set -Eeuo pipefail" in text
