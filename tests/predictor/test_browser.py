@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import Browser, Response, sync_playwright
 
 from tests.predictor.procs import Predictor, running_predictor
 from tests.servers import MlflowServer
@@ -46,10 +47,8 @@ def predictor(mlflow_srv: MlflowServer, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run .ci/install-browser (apt-get install chromium)"
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         yield b
@@ -59,15 +58,19 @@ def browser() -> Iterator[object]:
 class Page:
     """One page plus every request it made and every failed request or error status it saw."""
 
-    def __init__(self, browser: object) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 1400})  # type: ignore[attr-defined]
+    def __init__(self, browser: Browser) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 1400})
         self.page = self.context.new_page()
         self.requests: list[str] = []
         self.problems: list[str] = []
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("requestfailed", lambda r: self.problems.append(f"failed {r.url}: {r.failure}"))
-        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"{r.status} {r.url}"))
+        self.page.on("response", self._check_status)
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+
+    def _check_status(self, response: Response) -> None:
+        if response.status >= 400:
+            self.problems.append(f"{response.status} {response.url}")
 
     def off_host(self) -> list[str]:
         """Requests that left 127.0.0.1 (inline data: and blob: URLs are not requests to anyone)."""
@@ -79,7 +82,7 @@ class Page:
 
 
 @pytest.mark.parametrize("route", [f"/{PATH}/api/", "/docs"])
-def test_swagger_page_renders_offline(predictor: Predictor, browser: object, route: str, tmp_path: Path) -> None:
+def test_swagger_page_renders_offline(predictor: Predictor, browser: Browser, route: str, tmp_path: Path) -> None:
     page = Page(browser)
     page.page.goto(predictor.url + route, wait_until="networkidle")
     page.page.wait_for_selector(".opblock-summary-path", timeout=20_000)
@@ -95,7 +98,7 @@ def test_swagger_page_renders_offline(predictor: Predictor, browser: object, rou
     page.context.close()
 
 
-def test_try_it_out_predicts(predictor: Predictor, browser: object, tmp_path: Path) -> None:
+def test_try_it_out_predicts(predictor: Predictor, browser: Browser, tmp_path: Path) -> None:
     page = Page(browser)
     page.page.goto(f"{predictor.api}/", wait_until="networkidle")
     op = page.page.locator(f'.opblock-summary-path[data-path="/{PATH}/api/v1/predict"]')
