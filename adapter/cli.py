@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import signal
 import sys
 import threading
@@ -82,15 +83,17 @@ def cmd_run(settings: AdapterSettings, _: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     receiver = None
-    secret = settings.mlflow_webhook_secret.get_secret_value()
-    if settings.webhook_port and secret:
+    if settings.webhook_port:
+        secret = settings.mlflow_webhook_secret.get_secret_value()
+        if not secret:
+            # /healthz still answers (probes); every delivery fails the signature check.
+            secret = secrets.token_hex(32)
+            log.warning("MLFLOW_WEBHOOK_SECRET is not set: webhook deliveries are refused, polling only")
         receiver = WebhookReceiver(settings.webhook_host, settings.webhook_port, secret, trigger)
         port = receiver.start()
         log.info(
             "Webhook receiver listening %s", kv(address=f"{settings.webhook_host}:{port}", path="/webhooks/mlflow")
         )
-    elif settings.webhook_port:
-        log.info("Webhook receiver off: MLFLOW_WEBHOOK_SECRET is not set (polling only)")
     log.info(
         "Started %s",
         kv(
@@ -252,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"service-builder: {e.message}", file=sys.stderr)
         return 1
     except ValueError as e:  # template problems and similar bad input, already worded for people
+        print(f"service-builder: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. the webhook port is taken
         print(f"service-builder: {e}", file=sys.stderr)
         return 1
 

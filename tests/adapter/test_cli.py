@@ -7,12 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
+import pytest
 import yaml
 
 from adapter import naming
 from tests.adapter import crd
 from tests.adapter.conftest import NS, World
+from tests.servers import free_port, wait_http
 
 PLANTED = "planted-SECRET-9f8e7d"
 
@@ -94,13 +98,20 @@ def test_sync_exit_code_when_mlflow_is_down(world: World) -> None:
 
 def test_run_keeps_going_and_stops_cleanly_on_sigterm(world: World) -> None:
     name = world.model("looped", stage="production")
-    env = env_for(world, POLL_INTERVAL_SECONDS="0.5", WEBHOOK_PORT="0")
+    port = free_port()
+    env = env_for(world, POLL_INTERVAL_SECONDS="0.5", WEBHOOK_PORT=str(port), WEBHOOK_HOST="127.0.0.1")
     proc = subprocess.Popen([sys.executable, "-m", "adapter", "run"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while world.isvc(naming.isvc_name(name)) is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert world.isvc(naming.isvc_name(name)) is not None
+        # No MLFLOW_WEBHOOK_SECRET: probes still get /healthz, deliveries are refused.
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        forged = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/mlflow", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=5)
+        assert refused.value.code == 401
         world.kube.inject("GET", "/inferenceservices", status=503, times=3)  # a bad moment on the API server
         time.sleep(1.5)
         world.play(naming.isvc_name(name), "ready")
