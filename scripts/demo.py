@@ -175,6 +175,10 @@ class Stack:
         args += ["--backend-store-uri", f"sqlite:///{self.state / 'mlflow.db'}"]
         args += ["--artifacts-destination", str(self.state / "artifacts"), "--serve-artifacts", "--workers", "1"]
         self.mlflow = self._spawn(args, env, self.mlflow_log)
+
+    def wait_mlflow(self) -> None:
+        assert self.mlflow is not None
+        s = self.settings
         deadline = time.monotonic() + 120
         while not http_ok(f"{s.mlflow_url}/health"):
             if self.mlflow.poll() is not None:
@@ -287,7 +291,7 @@ def wait_ready(
                     f"{m.name} v{m.version} failed: {tags.get('deployment.message', '(no deployment.message)')}\n"
                     f"  logs: {stack.adapter_log}, {logs}"
                 )
-            elif fresh and status and shown.get(m.name) != status:
+            elif fresh and status and status != "ready" and shown.get(m.name) != status:
                 say(f"  {m.name} v{m.version}: {status}")
                 shown[m.name] = status
         if time.monotonic() - start > timeout:
@@ -329,6 +333,8 @@ def run(settings: DemoSettings, stack: Stack, done: threading.Event) -> int:
     t0 = time.monotonic()
     say(f"[1/3] MLflow server on {settings.mlflow_url} (log: {stack.mlflow_log})")
     stack.start_mlflow()
+    demo_models.preload()  # the imports overlap MLflow's start
+    stack.wait_mlflow()
     say(f"  up ({time.monotonic() - t0:.0f}s)")
     say("[2/3] Example models (scikit-learn's bundled data sets)")
     client = mlflow_client(settings)

@@ -73,6 +73,13 @@ class DemoModel:
     notes: list[str] = field(default_factory=list)
 
 
+def preload() -> None:
+    """Import what training and logging need (a few seconds), e.g. while the MLflow server starts."""
+    import mlflow.sklearn  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    from sklearn.datasets import load_diabetes  # noqa: F401
+
+
 # ---- data --------------------------------------------------------------------------------------------------------
 def diabetes() -> tuple[pd.DataFrame, pd.Series]:
     """The diabetes data set in clinical units with readable column names, and the 0/1 risk target."""
@@ -185,6 +192,13 @@ def write_patients(path: Path) -> Path:
     return path
 
 
+def requirements() -> list[str]:
+    """The models' pip requirements, given so MLflow skips inferring them (a subprocess that loads the model)."""
+    import mlflow.sklearn
+
+    return list(mlflow.sklearn.get_default_pip_requirements(include_skops=True))
+
+
 # ---- registry ----------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def quiet(log: Path) -> Iterator[None]:
@@ -225,7 +239,11 @@ def register_risk(client: MlflowClient) -> str:
         folder = Path(tmp) / "model"
         example = x_train.head(3)
         mlflow.sklearn.save_model(
-            model, str(folder), signature=infer_signature(example, model.predict(example)), input_example=example
+            model,
+            str(folder),
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
+            pip_requirements=requirements(),
         )
         (folder / "contract.yaml").write_text(yaml.safe_dump(risk_contract(model, x_train), sort_keys=False))
         write_patients(folder / "patients.csv")
@@ -256,6 +274,7 @@ def register_iris() -> str:
             name="model",
             signature=infer_signature(x, model.predict(x)),
             input_example=x.iloc[[0, 60, 120]],
+            pip_requirements=requirements(),
             registered_model_name=IRIS_MODEL,
         )
     if info.registered_model_version is None:
