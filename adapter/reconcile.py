@@ -155,6 +155,15 @@ def _parse_time(value: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def _merge(tags: dict[str, str], changes: Mapping[str, str | None]) -> None:
+    """Apply written changes to our copy of the tags (None deletes)."""
+    for k, v in changes.items():
+        if v is None:
+            tags.pop(k, None)
+        else:
+            tags[k] = v
+
+
 def _diff(current: Mapping[str, str], wanted: Mapping[str, str | None]) -> dict[str, str | None]:
     return {k: v for k, v in wanted.items() if current.get(k) != v and not (v is None and k not in current)}
 
@@ -501,11 +510,7 @@ class Reconciler:
             return
         changes[TAG_UPDATED] = self._iso()
         self.registry.set_version_tags(version.name, version.version, changes)
-        for k, v in changes.items():
-            if v is None:
-                current.pop(k, None)
-            else:
-                current[k] = v
+        _merge(current, changes)
         out.tag_writes += len(changes)
         if TAG_STATUS in changes:
             log.info(
@@ -529,11 +534,7 @@ class Reconciler:
         if not changes:
             return
         self.registry.set_model_tags(name, changes)
-        for k, v in changes.items():
-            if v is None:
-                tags.pop(k, None)
-            else:
-                tags[k] = v
+        _merge(tags, changes)
         out.tag_writes += len(changes)
 
     def _iso(self) -> str:

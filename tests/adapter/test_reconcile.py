@@ -41,6 +41,15 @@ def env():
     return rec, reg, cluster, clock
 
 
+def serve(env, name: str = "risk", version: str = "1") -> None:
+    """Mark `version` production and converge until KServe reports it ready."""
+    rec, reg, cluster, _ = env
+    reg.add(name, version, stage="production")
+    rec.run_pass()
+    cluster.roll(name, "ready")
+    rec.run_pass()
+
+
 def tags(reg: FakeRegistry, name: str, version: str) -> dict[str, str]:
     return dict(reg.versions[(name, version)].tags)
 
@@ -71,10 +80,7 @@ def test_production_version_is_created_then_ready(env) -> None:
 
 def test_second_pass_with_nothing_new_writes_nothing(env) -> None:
     rec, reg, cluster, _ = env
-    reg.add("risk", "1", stage="production")
-    rec.run_pass()
-    cluster.roll("risk", "ready")
-    rec.run_pass()
+    serve(env)
     before_reg, before_k8s = sum(reg.writes.values()), sum(cluster.writes.values())
     out = rec.run_pass().by_model()
     assert out["risk"].action == "unchanged" and out["risk"].tag_writes == 0
@@ -83,10 +89,7 @@ def test_second_pass_with_nothing_new_writes_nothing(env) -> None:
 
 def test_new_version_rolls_out_and_supersedes_the_old_one_once_ready(env) -> None:
     rec, reg, cluster, _ = env
-    reg.add("risk", "1", stage="production")
-    rec.run_pass()
-    cluster.roll("risk", "ready")
-    rec.run_pass()
+    serve(env)
     reg.add("risk", "2", stage="production")
     out = rec.run_pass().by_model()
     assert (out["risk"].version, out["risk"].action, out["risk"].status) == ("2", "updated", "deploying")
@@ -108,10 +111,7 @@ def test_new_version_rolls_out_and_supersedes_the_old_one_once_ready(env) -> Non
 
 def test_failed_new_version_leaves_the_old_one_serving(env) -> None:
     rec, reg, cluster, _ = env
-    reg.add("risk", "1", stage="production")
-    rec.run_pass()
-    cluster.roll("risk", "ready")
-    rec.run_pass()
+    serve(env)
     reg.add("risk", "2", stage="production")
     rec.run_pass()
     cluster.roll("risk", "failed", 'Revision "risk-predictor-00002" failed with message: ExitCode1')
@@ -131,10 +131,7 @@ def test_failed_new_version_leaves_the_old_one_serving(env) -> None:
 
 def test_retire_deletes_the_service_and_marks_the_version(env) -> None:
     rec, reg, cluster, _ = env
-    reg.add("risk", "1", stage="production")
-    rec.run_pass()
-    cluster.roll("risk", "ready")
-    rec.run_pass()
+    serve(env)
     reg.tag("risk", "1", "stage", "archived")
     out = rec.run_pass().by_model()
     assert (out["risk"].action, out["risk"].status) == ("deleted", "retired")
@@ -279,10 +276,7 @@ def test_registry_down_skips_the_pass_with_one_line(env, caplog) -> None:
 
 def test_spec_drift_of_the_same_version_is_reapplied(env) -> None:
     rec, reg, cluster, _ = env
-    reg.add("risk", "1", stage="production")
-    rec.run_pass()
-    cluster.roll("risk", "ready")
-    rec.run_pass()
+    serve(env)
     cluster.objects["risk"]["spec"]["predictor"]["minReplicas"] = 5  # someone edited it by hand
     out = rec.run_pass().by_model()
     assert out["risk"].action == "updated" and cluster.objects["risk"]["spec"]["predictor"]["minReplicas"] == 0
