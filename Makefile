@@ -23,8 +23,8 @@ test: install ## Run the whole test suite
 	$(VENV)/bin/pytest
 
 lint: install ## ruff, mypy and import-linter contracts
-	$(VENV)/bin/ruff check adapter custom_predictor tests
-	$(VENV)/bin/ruff format --check adapter custom_predictor tests
+	$(VENV)/bin/ruff check adapter custom_predictor tests scripts
+	$(VENV)/bin/ruff format --check adapter custom_predictor tests scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
