@@ -1,0 +1,264 @@
+"""Predictor benchmark: the generic predictor against `mlflow models serve` on the same registered model.
+
+In one run, on one real `mlflow server` (sqlite, proxied artifacts) holding a registered scikit-learn classifier
+(tests/predictor/models.py), each server pinned to CPU 0 and the load generator (Debian's `wrk`) to CPU 1:
+1. Cold start: process start to the first 200 prediction, alternating the two servers, median of 5.
+2. 1-row throughput and p50/p99 latency under the same load (16 connections, 20 s after a 3 s warm-up),
+   then RSS of the server's process tree (`mlflow models serve` is a CLI process plus a uvicorn child).
+3. Soak of the predictor: 60 s at 64 connections; zero errors, RSS growth under 5 % (after a 64-connection
+   warm-up).
+Prints a markdown table with ratios and PASS/FAIL per goal of issue 3. BENCH_QUICK=1 makes every phase short
+(a smoke run, figures not meaningful). Loopback only; every load is bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from tests.predictor.procs import PREDICTOR_ARGV, VENV_BIN, base_env, log_tail, predictor_env, spawn, stop
+from tests.servers import free_port, mlflow_server
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+COLD_REPS = 2 if QUICK else 5
+WARMUP_S, LOAD_S, CONNECTIONS = (1, 3, 16) if QUICK else (3, 20, 16)
+SOAK_WARMUP_S, SOAK_S, SOAK_CONNECTIONS = (2, 5, 64) if QUICK else (5, 60, 64)
+SERVER_CPU, LOAD_CPU = "0", "1"
+MODEL_NAME = "Bench Classifier"
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "r"); wrk.body = f:read("*a"); f:close()
+done = function(s, latency, requests)
+  local e = s.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "seconds": %f, "errors": %d, "non2xx": %d, "p50_us": %d, "p99_us": %d}\\n',
+    s.requests, s.duration / 1e6, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class Target:
+    """One server under test: how to start it and what a 1-row prediction request to it looks like."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    url: str
+    body: bytes
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    errors: int
+    non2xx: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def targets(model_uri: str, tracking_uri: str, row: dict[str, float]) -> list[Target]:
+    port = free_port()
+    mlflow = Target(
+        name="mlflow models serve",
+        argv=[
+            *("taskset", "-c", SERVER_CPU),
+            *(str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"),
+            *("--workers", "1", "--host", "127.0.0.1", "--port", str(port)),
+        ],
+        env=base_env(MLFLOW_TRACKING_URI=tracking_uri),
+        url=f"http://127.0.0.1:{port}/invocations",
+        body=json.dumps({"dataframe_records": [row]}).encode(),
+    )
+    port = free_port()
+    ours = Target(
+        name="custom_predictor",
+        argv=["taskset", "-c", SERVER_CPU, *PREDICTOR_ARGV],
+        env=predictor_env(model_uri, tracking_uri, port),
+        url=f"http://127.0.0.1:{port}/bench-classifier/api/v1/predict",
+        body=json.dumps({"records": [row]}).encode(),
+    )
+    return [mlflow, ours]
+
+
+def predict_once(t: Target, timeout: float = 2.0) -> int:
+    request = urllib.request.Request(t.url, data=t.body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0
+
+
+def start(t: Target, log: Path, deadline_s: float = 180.0) -> tuple[subprocess.Popen, float]:
+    """Start `t`, poll a prediction every 10 ms; return the process and seconds to the first 200."""
+    t0 = time.perf_counter()
+    proc = spawn(t.argv, t.env, log)
+    while predict_once(t) != 200:
+        if proc.poll() is not None or time.perf_counter() - t0 > deadline_s:
+            stop(proc)
+            raise RuntimeError(f"{t.name} did not answer a prediction:\n{log_tail(log)}")
+        time.sleep(0.01)
+    return proc, time.perf_counter() - t0
+
+
+def tree_rss(proc: subprocess.Popen) -> tuple[int, int]:
+    """RSS of the whole process tree and of its largest process, in bytes."""
+    root = psutil.Process(proc.pid)
+    sizes = [p.memory_info().rss for p in [root, *root.children(recursive=True)]]
+    return sum(sizes), max(sizes)
+
+
+def wrk(t: Target, connections: int, seconds: int, workdir: Path) -> Load:
+    wrk_bin = shutil.which("wrk")
+    if wrk_bin is None:
+        raise SystemExit("the benchmark needs wrk: apt-get install wrk")
+    script, body = workdir / "post.lua", workdir / f"body-{abs(hash(t.name))}.json"
+    script.write_text(WRK_SCRIPT)
+    body.write_bytes(t.body)
+    argv = ["taskset", "-c", LOAD_CPU, wrk_bin, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"]
+    out = subprocess.run(
+        [*argv, "-s", str(script), t.url],
+        env={**os.environ, "BENCH_BODY": str(body)},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    ).stdout
+    r = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT ")).removeprefix("RESULT "))
+    return Load(r["requests"], r["seconds"], r["errors"], r["non2xx"], r["p50_us"] / 1e3, r["p99_us"] / 1e3)
+
+
+def measure_cold_starts(ts: list[Target], workdir: Path) -> dict[str, list[float]]:
+    cold: dict[str, list[float]] = {t.name: [] for t in ts}
+    for rep in range(COLD_REPS):
+        for t in ts:
+            proc, seconds = start(t, workdir / f"cold-{rep}-{t.name.replace(' ', '-')}.log")
+            stop(proc)
+            cold[t.name].append(seconds)
+    return cold
+
+
+def measure_load(t: Target, workdir: Path) -> tuple[Load, tuple[int, int]]:
+    proc, _ = start(t, workdir / f"load-{t.name.replace(' ', '-')}.log")
+    try:
+        wrk(t, CONNECTIONS, WARMUP_S, workdir)
+        load = wrk(t, CONNECTIONS, LOAD_S, workdir)
+        return load, tree_rss(proc)
+    finally:
+        stop(proc)
+
+
+def soak(t: Target, workdir: Path) -> tuple[Load, int, int]:
+    proc, _ = start(t, workdir / "soak.log")
+    try:
+        wrk(t, SOAK_CONNECTIONS, SOAK_WARMUP_S, workdir)
+        before, _ = tree_rss(proc)
+        load = wrk(t, SOAK_CONNECTIONS, SOAK_S, workdir)
+        after, _ = tree_rss(proc)
+        return load, before, after
+    finally:
+        stop(proc)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def table(
+    cold: dict[str, list[float]], loads: dict[str, tuple[Load, tuple[int, int]]], soaked: tuple[Load, int, int]
+) -> list[str]:
+    m, o = "mlflow models serve", "custom_predictor"
+    cm, co = statistics.median(cold[m]), statistics.median(cold[o])
+    (lm, (rm, wm)), (lo, (ro, wo)) = loads[m], loads[o]
+    mb = 1024 * 1024
+    s, before, after = soaked
+    growth = after / before - 1
+    rows = [
+        ("cold start, median (s)", f"{cm:.2f}", f"{co:.2f}", co / cm, "<= 0.3x", co / cm <= 0.3),
+        ("1-row throughput (req/s)", f"{lm.rps:.0f}", f"{lo.rps:.0f}", lo.rps / lm.rps, ">= 7x", lo.rps / lm.rps >= 7),
+        ("p50 latency (ms)", f"{lm.p50_ms:.1f}", f"{lo.p50_ms:.1f}", lo.p50_ms / lm.p50_ms, "", None),
+        (
+            "p99 latency (ms)",
+            f"{lm.p99_ms:.1f}",
+            f"{lo.p99_ms:.1f}",
+            lo.p99_ms / lm.p99_ms,
+            "<= 0.3x",
+            lo.p99_ms / lm.p99_ms <= 0.3,
+        ),
+        ("RSS, process tree (MB)", f"{rm / mb:.0f}", f"{ro / mb:.0f}", ro / rm, "<= 0.6x", ro / rm <= 0.6),
+        ("RSS, serving process (MB)", f"{wm / mb:.0f}", f"{wo / mb:.0f}", wo / wm, "", None),
+    ]
+    lines = [
+        "## Predictor vs `mlflow models serve` (same registered scikit-learn model)",
+        "",
+        f"Cold starts: {COLD_REPS} each; load: {CONNECTIONS} connections, {LOAD_S} s after {WARMUP_S} s warm-up; "
+        "servers on CPU 0, wrk on CPU 1." + (" QUICK RUN: figures not meaningful." if QUICK else ""),
+        "",
+        "| figure | mlflow models serve | custom_predictor | ratio | goal | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, a, b, ratio, goal, ok in rows:
+        lines.append(f"| {name} | {a} | {b} | {ratio:.2f}x | {goal} | {'' if ok is None else verdict(ok)} |")
+    em, eo = lm.errors + lm.non2xx, lo.errors + lo.non2xx
+    lines.append(f"| errors in the load runs | {em} | {eo} | | 0 | {verdict(em + eo == 0)} |")
+    lines += [
+        "",
+        f"Soak of custom_predictor: {SOAK_CONNECTIONS} connections for {SOAK_S} s.",
+        "",
+        "| requests | req/s | p99 (ms) | errors | RSS before -> after (MB) | growth | goal | result |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {s.requests} | {s.rps:.0f} | {s.p99_ms:.1f} | {s.errors + s.non2xx} | {before / mb:.0f} -> "
+        f"{after / mb:.0f} | {growth * 100:+.1f} % | 0 errors, < 5 % | "
+        f"{verdict(s.errors + s.non2xx == 0 and growth < 0.05)} |",
+        "",
+        "Cold starts (s): " + "; ".join(f"{n}: {', '.join(f'{x:.2f}' for x in v)}" for n, v in cold.items()),
+    ]
+    return lines
+
+
+def main() -> list[str]:
+    import mlflow
+
+    from tests.predictor.models import FEATURES, breast_cancer, train_classifier
+
+    with tempfile.TemporaryDirectory(prefix="bench-predictor-") as tmp:
+        workdir = Path(tmp)
+        with mlflow_server(workdir / "mlflow") as server:
+            mlflow.set_tracking_uri(server.url)
+            mlflow.set_registry_uri(server.url)
+            model_uri = train_classifier(MODEL_NAME)
+            x, _ = breast_cancer(1)
+            row = dict(zip(FEATURES, map(float, x[0]), strict=True))
+            ts = targets(model_uri, server.url, row)
+            cold = measure_cold_starts(ts, workdir)
+            loads = {t.name: measure_load(t, workdir) for t in ts}
+            soaked = soak(ts[1], workdir)
+    lines = table(cold, loads, soaked)
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+if __name__ == "__main__":
+    main()
