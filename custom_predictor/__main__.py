@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 
 def main() -> int:
+    started = time.perf_counter()
     from pydantic import ValidationError
 
     from custom_predictor.contract import ContractError
@@ -34,6 +36,7 @@ def main() -> int:
 
     try:
         source = fetch(settings, on_mlmodel=preload)
+        fetched = time.perf_counter()
         from custom_predictor.app import create_app
 
         app = create_app(settings, source)
@@ -46,11 +49,13 @@ def main() -> int:
     import uvicorn
 
     logging.getLogger("custom_predictor").info(
-        "serving model=%s version=%s path=/%s/api/ port=%d",
+        "serving model=%s version=%s path=/%s/api/ port=%d (model resolved at %.2fs, app built at %.2fs)",
         app.state.source.name,
         app.state.source.version,
         app.state.service_path,
         settings.port,
+        fetched - started,
+        time.perf_counter() - started,
     )
     uvicorn.run(
         app,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -93,6 +94,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         def load() -> None:
             runtime.load()
+            gc.collect()
+            gc.freeze()  # the model and libraries are long-lived: keep them out of later GC passes (p99)
             metrics.load_seconds.set(runtime.load_seconds or 0)
             metrics.ready.set(1 if runtime.ready else 0)
 

@@ -367,3 +367,30 @@ def test_optional_input_takes_its_default(tmp_path: Path, local_models: dict[str
         spec = c.get("/openapi.json").json()["components"]["schemas"]
         record = next(v for v in spec.values() if v.get("title", "").endswith("record"))
         assert "smoothness" not in record["required"]
+
+
+def test_probabilities_are_rows_of_a_2d_tensor(tmp_path: Path) -> None:
+    folder = models.save_classifier(tmp_path / "proba", predict_fn="predict_proba")
+    x, _ = models.breast_cancer(4)
+    rows = [dict(zip(models.FEATURES, map(float, r), strict=True)) for r in x]
+    import pandas as pd
+
+    want = models._fit_classifier().predict_proba(pd.DataFrame(rows)).tolist()
+    with in_process(model_uri=str(folder), service_path="proba") as c:
+        assert c.app_state.runtime.kind == "sklearn-fast"
+        got = c.post("/proba/api/v1/predict", json={"records": rows}).json()["predictions"]
+        assert [len(p) for p in got] == [2] * 4 and got == [pytest.approx(p, rel=1e-9) for p in want]
+        out = c.post(
+            "/v2/models/proba/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": [4, 5],
+                        "datatype": "FP64",
+                        "data": [[r[f] for f in models.FEATURES] for r in rows],
+                    }
+                ]
+            },
+        ).json()["outputs"]
+        assert out == [{"name": "prediction", "shape": [4, 2], "datatype": "FP64", "data": [v for p in got for v in p]}]
