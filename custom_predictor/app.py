@@ -29,7 +29,7 @@ from custom_predictor.contract import Contract, ContractError, derive_contract, 
 from custom_predictor.errors import ErrorBody, PredictorError
 from custom_predictor.metrics import Metrics, MetricsMiddleware
 from custom_predictor.protocols import v1_rows, v2_metadata_tensors, v2_outputs, v2_rows
-from custom_predictor.runtime import ModelFailure, Runtime
+from custom_predictor.runtime import ModelFailure, ModelRejectedInput, Runtime
 from custom_predictor.schemas import Schemas, V1Request, V1Response, V2Request, V2Response
 from custom_predictor.settings import Settings, service_path_for
 from custom_predictor.source import ModelSource, fetch
@@ -142,6 +142,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
                 preds = runtime.predict(rows)
             else:
                 preds = await run_in_threadpool(runtime.predict, rows)
+        except ModelRejectedInput as e:
+            raise PredictorError(422, "model_rejected_input", str(e)) from None
         except ModelFailure as e:
             raise PredictorError(500, "model_error", str(e)) from None
         metrics.predictions.inc(len(rows))

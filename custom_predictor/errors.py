@@ -72,7 +72,11 @@ def validation_details(errors: list[Any], strip: int = 0, prefix: str = "") -> l
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
-    422: {"model": ErrorBody, "description": "The input does not match the model's contract."},
+    422: {
+        "model": ErrorBody,
+        "description": "The input does not match the model's contract, or the model "
+        "rejected it (ValueError/TypeError).",
+    },
     500: {"model": ErrorBody, "description": "The model failed (the input is not echoed)."},
     503: {"model": ErrorBody, "description": "The model is not loaded yet, or its self-test failed."},
 }

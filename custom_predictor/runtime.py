@@ -59,6 +59,17 @@ class ModelFailure(Exception):
     """The model raised while predicting; the message is safe to return (type only, no input echo)."""
 
 
+class ModelRejectedInput(ModelFailure):
+    """The model refused valid-looking input (ValueError/TypeError, mlflow schema errors): a client error.
+
+    Example: a value that passes the contract but overflows inside the model (1e308 through a scaler gives inf,
+    which scikit-learn rejects). Everything else the model raises stays a server error.
+    """
+
+
+_INPUT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST"}
+
+
 class Runtime:
     """One model in memory. `state` is loading -> ready, or failed with `reason`."""
 
@@ -174,8 +185,10 @@ class Runtime:
         try:
             out = self._predict_fast(rows) if self._method is not None else self._predict_pyfunc(rows)
             result = to_list(out)
-        except Exception as e:  # noqa: BLE001 - the model's own errors become one safe 500
+        except Exception as e:  # noqa: BLE001 - the model's own errors become one safe error body
             log.warning("model raised %s while predicting %d rows", e.__class__.__name__, len(rows))
+            if isinstance(e, ValueError | TypeError) or getattr(e, "error_code", None) in _INPUT_ERROR_CODES:
+                raise ModelRejectedInput(f"the model rejected the input ({e.__class__.__name__})") from None
             raise ModelFailure(f"the model raised {e.__class__.__name__}") from None
         if len(result) != len(rows):
             raise ModelFailure(f"the model returned {len(result)} predictions for {len(rows)} rows")

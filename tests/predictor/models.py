@@ -179,7 +179,10 @@ def _log_to_same_run(model_uri: str, file: Path, folder: str) -> None:
 
 
 def save_pyfunc(path: Path) -> Path:
-    """A custom pyfunc model: `score = 2*a + b`, `flag = name == "x"`, with a signature; saved to `path`."""
+    """A custom pyfunc model: `score = 2*a + b`, `flag = name == "x"`, with a signature; saved to `path`.
+
+    It raises RuntimeError for a < -1e6 (a model failure: 500) and ValueError for a > 1e12 (rejected input: 422).
+    """
     import mlflow.pyfunc
     import pandas as pd
     from mlflow.models import infer_signature
@@ -187,7 +190,9 @@ def save_pyfunc(path: Path) -> Path:
     class Linear(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             if (model_input["a"] < -1e6).any():
-                raise ValueError("a too small: secret-internal-detail")
+                raise RuntimeError("internal failure: secret-internal-detail")
+            if (model_input["a"] > 1e12).any():
+                raise ValueError("a too large: secret-internal-detail")
             return pd.DataFrame({"score": 2 * model_input["a"] + model_input["b"], "flag": model_input["name"] == "x"})
 
     example = pd.DataFrame({"a": [1.0, 2.5], "b": [3, 4], "name": ["x", "y"]})

@@ -297,9 +297,22 @@ def test_pyfunc_model(pyfunc: Any) -> None:
 def test_model_raising_is_500_without_echo(pyfunc: Any) -> None:
     r = pyfunc.post("/linear/api/v1/predict", json={"records": [{"a": -5e6, "b": 1, "name": "secret-name"}]})
     assert r.status_code == 500
-    assert r.json() == {"error": "model_error", "message": "the model raised ValueError", "details": []}
+    assert r.json() == {"error": "model_error", "message": "the model raised RuntimeError", "details": []}
     assert "secret" not in r.text and "5000000" not in r.text
     assert pyfunc.post("/linear/api/v1/predict", json={"records": [{"a": 1.0, "b": 1, "name": "x"}]}).status_code == 200
+
+
+def test_model_rejecting_input_is_422_without_echo(pyfunc: Any, classifier: Any) -> None:
+    r = pyfunc.post("/linear/api/v1/predict", json={"records": [{"a": 5e12, "b": 1, "name": "secret-name"}]})
+    assert r.status_code == 422
+    assert r.json() == {
+        "error": "model_rejected_input",
+        "message": "the model rejected the input (ValueError)",
+        "details": [],
+    }
+    # a finite value the contract allows but that overflows inside the scaler: scikit-learn raises ValueError
+    r = classifier.post(f"{API}/predict", json={"records": [{**ROW, "smoothness": -1.7976931348623155e308}]})
+    assert (r.status_code, r.json()["error"]) == (422, "model_rejected_input")
 
 
 def _contract_model(tmp_path: Path, local_models: dict[str, Path], **changes: Any) -> Path:
