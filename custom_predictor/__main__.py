@@ -35,7 +35,7 @@ def main() -> int:
     from custom_predictor.source import fetch
 
     try:
-        source = fetch(settings, on_mlmodel=preload)
+        source = fetch(settings, on_mlmodel=preload if settings.preload else None)
         fetched = time.perf_counter()
         from custom_predictor.app import create_app
 
