@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from custom_predictor import errors
 from custom_predictor.contract import Contract, ContractError, derive_contract, load_contract, load_entities
@@ -41,6 +42,29 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(
         orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json"
     )
+
+
+class NotReadyGate:
+    """Answer prediction calls with 503 before the model is ready, without reading or parsing their bodies.
+
+    While the model loads, callers (Knative's activator, load balancers, impatient clients) may poll; turning
+    them away cheaply leaves the CPU (and the GIL) to the loading thread.
+    """
+
+    def __init__(self, app: ASGIApp, runtime: Runtime, paths: set[str]) -> None:
+        self.app, self.runtime, self.paths = app, runtime, paths
+        self.body = orjson.dumps({"error": "not_ready", "message": "the model is still loading", "details": []})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.runtime.ready or scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        body = self.body
+        if self.runtime.reason:
+            body = orjson.dumps({"error": "not_ready", "message": self.runtime.reason, "details": []})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def resolve_contract(source: ModelSource) -> tuple[Contract, dict[Any, dict[str, Any]]]:
@@ -115,6 +139,13 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     )
     app.state.runtime, app.state.contract, app.state.service_path, app.state.source = runtime, contract, path, source
     errors.install(app)
+    predict_paths = {
+        f"/{path}/api/v1/predict",
+        f"/{path}/api/v1/model/predict",
+        f"/v1/models/{path}:predict",
+        f"/v2/models/{path}/infer",
+    }
+    app.add_middleware(NotReadyGate, runtime=runtime, paths=predict_paths)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     static = Path(str(__import__("fastapi_offline").__file__)).parent / "static"
     app.mount(f"/{path}/api/static", StaticFiles(directory=static), name="swagger-static")

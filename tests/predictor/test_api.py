@@ -407,3 +407,18 @@ def test_probabilities_are_rows_of_a_2d_tensor(tmp_path: Path) -> None:
             },
         ).json()["outputs"]
         assert out == [{"name": "prediction", "shape": [4, 2], "datatype": "FP64", "data": [v for p in got for v in p]}]
+
+
+def test_prediction_calls_before_ready_are_turned_away_without_parsing(local_models: dict[str, Path]) -> None:
+    from starlette.testclient import TestClient
+
+    from custom_predictor.app import create_app
+    from custom_predictor.settings import Settings
+
+    app = create_app(Settings(model_uri=str(local_models["classifier"]), service_path="m"))
+    client = TestClient(app)  # no lifespan: the model never loads
+    for path in ("/m/api/v1/predict", "/v1/models/m:predict", "/v2/models/m/infer"):
+        r = client.post(path, content=b"not even json", headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["error"]) == (503, "not_ready"), path
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.post("/v1/models/other:predict", json={"instances": [ROW]}).status_code == 404
