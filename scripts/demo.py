@@ -263,6 +263,25 @@ def mlflow_client(settings: DemoSettings) -> MlflowClient:
     return MlflowClient(settings.mlflow_url, registry_uri=settings.mlflow_url)
 
 
+def failure(stack: Stack, tags: dict[str, str]) -> str:
+    """A failed version's deployment.message, with the last run of its predictor's log when there is one."""
+    message = tags.get("deployment.message", "(no deployment.message)")
+    isvc = tags.get("deployment.inferenceservice", "").rpartition("/")[2]
+    log = stack.adapter_state / "logs" / f"{isvc}.log"
+    runs: list[list[str]] = [[]]
+    with contextlib.suppress(OSError):
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("--- "):  # the adapter marks each (re)start of the predictor
+                runs.append([])
+            elif line.strip():
+                runs[-1].append(line)
+    last = next((r for r in reversed(runs) if r), [])
+    if isvc and last:  # the whole last run from the file: the message holds only the start of a log tail
+        message = message.partition("; last log lines: ")[0]
+        message += f"\n  last lines of {log}:\n" + "\n".join(f"    {line}" for line in last[-10:])
+    return f"{message}\n  logs: {stack.adapter_log}, {stack.adapter_state / 'logs'}"
+
+
 def wait_ready(
     client: MlflowClient, stack: Stack, models: list[demo_models.DemoModel], timeout: float
 ) -> dict[str, dict[str, str]]:
@@ -286,11 +305,7 @@ def wait_ready(
                 ready[m.name] = tags
                 say(f"  {m.name} v{m.version}: ready ({time.monotonic() - start:.0f}s)")
             elif status == "failed" and fresh:
-                logs = stack.adapter_state / "logs"
-                raise Failed(
-                    f"{m.name} v{m.version} failed: {tags.get('deployment.message', '(no deployment.message)')}\n"
-                    f"  logs: {stack.adapter_log}, {logs}"
-                )
+                raise Failed(f"{m.name} v{m.version} failed: {failure(stack, tags)}")
             elif fresh and status and status != "ready" and shown.get(m.name) != status:
                 say(f"  {m.name} v{m.version}: {status}")
                 shown[m.name] = status

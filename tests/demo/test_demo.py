@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import free_port, mlflow_server
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "scripts" / "demo.py"
@@ -48,12 +48,13 @@ def demo_env(state: Path, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def processes_of(state: Path) -> list[str]:
-    """Live processes started for this state dir: named in their command line or inherited in their environment."""
+def processes_of(state: Path, *, but: int = 0) -> list[str]:
+    """Live processes started for this state dir (named in their command line or inherited in their environment),
+    other than pid `but`."""
     needle = str(state).encode()
     found = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+        if not proc.name.isdigit() or int(proc.name) in (os.getpid(), but):
             continue
         try:
             if (proc / "stat").read_text().split()[2] == "Z":
@@ -240,7 +241,7 @@ def test_curl_examples_answer(demo: Demo) -> None:
 def test_sigint_stops_everything(demo: Demo, state: Path) -> None:
     services = list((state / "service-builder" / "services").glob("*.json"))
     assert len(services) == 2
-    running = processes_of(state)
+    running = processes_of(state, but=demo.proc.pid)
     assert len(running) >= 4, running  # MLflow, the adapter, two predictors
     assert demo.stop(signal.SIGINT) == 0, demo.output
     assert "Stopped." in demo.output
@@ -264,6 +265,65 @@ def test_make_demo_again_reuses_the_models(demo: Demo, state: Path, port: int) -
     assert "demo-iris-species v1: reused, marked by tag stage=production" in out, out
     assert "registered," not in out
     assert "Both models ready" in out and len(curl_lines(out)) == 3
+    assert processes_of(state) == []
+
+
+def register_broken_risk_version(state: Path, port: int) -> str:
+    """Through a plain MLflow server on the demo's store: a new risk version whose contract.yaml is invalid, aliased."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import demo_models
+    import mlflow
+    import mlflow.sklearn
+    import yaml
+    from mlflow import MlflowClient
+
+    with mlflow_server(state, port) as server:
+        client = MlflowClient(server.url, registry_uri=server.url)
+        model, x_train, _ = demo_models.train_risk()
+        contract = {**demo_models.risk_contract(model, x_train), "version": 2}
+        folder = state.parent / "broken-model"
+        mlflow.sklearn.save_model(model, str(folder), pip_requirements=demo_models.requirements())
+        (folder / "contract.yaml").write_text(yaml.safe_dump(contract))
+        demo_models.write_patients(folder / "patients.csv")
+        run = client.create_run(client.get_experiment_by_name(demo_models.EXPERIMENT).experiment_id)
+        client.log_artifacts(run.info.run_id, str(folder), artifact_path="model")
+        client.set_terminated(run.info.run_id)
+        mlflow.set_tracking_uri(server.url)
+        mlflow.set_registry_uri(server.url)
+        version = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", demo_models.RISK_MODEL).version)
+        client.set_registered_model_alias(demo_models.RISK_MODEL, "production", version)
+    return version
+
+
+def test_a_broken_model_is_reported(demo: Demo, state: Path, port: int) -> None:
+    """Someone moved the alias to a version with an invalid contract: the demo prints its deployment.message."""
+    assert demo.stop(signal.SIGINT) == 0
+    version = register_broken_risk_version(state, port)
+    done = subprocess.run(
+        [sys.executable, str(DEMO)], env=demo_env(state, port), capture_output=True, text=True, timeout=400
+    )
+    text = f"exit code {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    assert done.returncode == 1, text
+    assert f"demo-diabetes-risk v{version}: reused, marked by alias production" in done.stdout, text
+    assert f"demo: demo-diabetes-risk v{version} failed: " in done.stderr, text
+    assert "predictor exited with code 2" in done.stderr, text
+    assert re.search(r"\n    custom_predictor: invalid contract: .*contract.yaml: version: ", done.stderr), text
+    assert "Traceback" not in done.stderr, text
+    assert processes_of(state) == []
+
+
+def test_ctrl_c_while_starting_stops_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C while MLflow is still starting: everything started so far stops; the exit code says 'interrupted'."""
+    state = tmp_path / "state"
+    early = Demo([sys.executable, str(DEMO)], demo_env(state, free_port()), state)
+    early.wait_for(lambda out: "[1/3] MLflow server" in out, timeout=60)
+    deadline = time.monotonic() + 10
+    while not processes_of(state, but=early.proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_of(state, but=early.proc.pid), "the MLflow server should be starting"
+    assert early.stop(signal.SIGINT, timeout=60) == 130, early.output
+    assert "SIGINT received." in early.output and "Stopped (exit code 130)." in early.output
+    assert "Traceback" not in early.output
     assert processes_of(state) == []
 
 
