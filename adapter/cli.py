@@ -67,6 +67,14 @@ def cmd_sync(settings: AdapterSettings, _: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
+def _safe_pass(reconciler: Any, only: set[str] | None = None) -> None:
+    """A pass that cannot end `run`: a surprise is logged and the next pass tries again."""
+    try:
+        reconciler.run_pass(only=only)
+    except Exception:
+        log.exception("Pass crashed; next pass retries")
+
+
 def cmd_run(settings: AdapterSettings, _: argparse.Namespace) -> int:
     """Poll every POLL_INTERVAL_SECONDS; between polls, MLflow webhooks wake a reconcile of one model."""
     from adapter.webhooks import Trigger, WebhookReceiver
@@ -106,12 +114,12 @@ def cmd_run(settings: AdapterSettings, _: argparse.Namespace) -> int:
         next_poll = 0.0
         while not stop.is_set():
             if time.monotonic() >= next_poll:
-                reconciler.run_pass()
+                _safe_pass(reconciler)
                 next_poll = time.monotonic() + settings.poll_interval_seconds
             names = trigger.wait(max(0.0, next_poll - time.monotonic()))
             if names and not stop.is_set():
                 log.info("Webhook reconcile %s", kv(models=",".join(sorted(names))))
-                reconciler.run_pass(only=names)
+                _safe_pass(reconciler, names)
     finally:
         if receiver is not None:
             receiver.stop()

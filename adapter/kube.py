@@ -77,7 +77,7 @@ class KubeCluster:
             msg = f"Kubernetes {what}: {status} {_status_message(e)}"
             if status == 404:
                 raise NotFoundError(msg, status=404) from None
-            if status in (409, 429) or status >= 500 or status == 0:
+            if status in (408, 409, 429) or status >= 500 or status == 0:
                 raise TransientError(msg, status=status) from None
             raise PermanentError(msg, status=status) from None
         except (urllib3.exceptions.HTTPError, OSError) as e:

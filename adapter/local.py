@@ -78,7 +78,8 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+    current = text.rsplit("--- ", 1)[-1].splitlines()[1:]  # only this revision's lines
+    return " | ".join(line.strip() for line in current[-lines:] if line.strip())
 
 
 class LocalCluster:
@@ -88,6 +89,7 @@ class LocalCluster:
         """`manage=False` only reads state (for `status`): no lock, no process started or stopped."""
         self.namespace = "local"
         self.manage = manage
+        self.base_env = settings.local_predictor_env()
         self.python = python
         self.root = settings.service_builder_state_dir.resolve()
         self.services = self.root / "services"
@@ -127,7 +129,7 @@ class LocalCluster:
     def _start(self, state: dict[str, Any]) -> None:
         name = state["metadata"]["name"]
         container = next(c for c in state["spec"]["predictor"]["containers"] if c.get("name") == CONTAINER)
-        env = dict(os.environ)  # local credentials (AWS_*, MLFLOW_TRACKING_*) come from the adapter's env
+        env = dict(self.base_env)  # local credentials (AWS_*, MLFLOW_TRACKING_*) come from the adapter's env
         env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
         env.update(PORT=str(state["port"]), HOST="127.0.0.1", MLFLOW_DISABLE_TELEMETRY="true")
         logfile = self.logs / f"{name}.log"

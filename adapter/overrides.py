@@ -196,6 +196,24 @@ def apply(doc: dict[str, Any], overrides: Overrides, container_name: str) -> Non
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = value
+    _check_manifest(predictor, container, overrides)
+
+
+def _check_manifest(predictor: dict[str, Any], container: dict[str, Any], o: Overrides) -> None:
+    """Pairs across tags and template: min <= max replicas, request <= limit (only when a tag is involved)."""
+
+    def src(key: str) -> str:
+        return f"serving.{key} ({o.sources[key]})" if key in o.sources else f"{key} (template)"
+
+    lo, hi = predictor.get("minReplicas"), predictor.get("maxReplicas")
+    if {"min_replicas", "max_replicas"} & o.sources.keys() and lo is not None and hi and lo > hi:
+        raise OverrideError(f"{src('min_replicas')}={lo} is above {src('max_replicas')}={hi}")
+    res = container.get("resources") or {}
+    for kind in ("cpu", "memory"):
+        req, lim = (res.get("requests") or {}).get(kind), (res.get("limits") or {}).get(kind)
+        keys = {f"{kind}_request", f"{kind}_limit"}
+        if keys & o.sources.keys() and req is not None and lim is not None and quantity(str(req)) > quantity(str(lim)):
+            raise OverrideError(f"{src(kind + '_request')}={req} is above {src(kind + '_limit')}={lim}")
 
 
 def effective(doc: dict[str, Any], overrides: Overrides, container_name: str) -> list[tuple[str, str, str]]:

@@ -213,7 +213,7 @@ class Reconciler:
             if model_name:
                 owned_by_model[model_name] = obj
         names = {n for n, m in snap.models.items() if self._selection(snap, n) is not None}
-        names |= set(owned_by_model)
+        names |= {n for n in owned_by_model if self.settings.in_scope(n)}  # another adapter's scope: hands off
         names |= {
             n
             for n, vs in snap.managed.items()
@@ -250,6 +250,9 @@ class Reconciler:
             except AdapterError as e:  # permanent, and nothing more specific handled it
                 log.error("Reconcile failed %s", kv(model=name, error=e.message))
                 return Outcome(model=name, action="error", status=FAILED, message=e.message)
+            except Exception as e:
+                log.exception("Reconcile crashed %s", kv(model=name, error=type(e).__name__))
+                return Outcome(model=name, action="error", message=f"unexpected {type(e).__name__}: {e}")
         delay = self.backoff_delays[min(failures, len(self.backoff_delays) - 1)]
         self._backoff[name] = (failures + 1, self.monotonic() + delay)
         message = last.message if last else "transient error"
@@ -301,9 +304,9 @@ class Reconciler:
 
         try:
             overrides = resolve(self.settings, model.tags if model else {}, version.tags)
+            desired = render(self.settings, version, overrides=overrides)
         except OverrideError as e:
             return self._fail(out, version, str(e))
-        desired = render(self.settings, version, overrides=overrides)
         fp = fingerprint(desired)
         tags = self._current_tags(version)
         if self._terminal.get(name) == fp:
@@ -314,6 +317,7 @@ class Reconciler:
         try:
             if observed is None or new_version:
                 base = latest_created_revision(observed)
+                serving = observed is not None and tags.get(TAG_DEPLOYED) == "true"
                 if tags.get(TAG_STATUS) != DEPLOYING or tags.get(TAG_BASE_REVISION, "") != base:
                     # Record the intent before applying: a crash after the apply still knows which
                     # revision was there before, so a leftover Ready never counts as this version's.
@@ -325,13 +329,16 @@ class Reconciler:
                             TAG_BASE_REVISION: base,
                             TAG_STARTED: self._iso(),
                             TAG_ISVC: ref,
-                            TAG_DEPLOYED: "false",
+                            # A version still serving (a rollback onto it) stays deployed meanwhile.
+                            TAG_DEPLOYED: "true" if serving else "false",
                             TAG_MESSAGE: None,
-                            TAG_ENDPOINT: None,
+                            TAG_ENDPOINT: tags.get(TAG_ENDPOINT) if serving else None,
                         },
                     )
                 out.action = "created" if observed is None else "updated"
                 observed = self.cluster.apply(desired)
+                # The deadline runs from the apply that went through, not from retried attempts.
+                self._write_version(out, version, {TAG_STARTED: self._iso()})
             elif not contains(desired, observed) or _dropped(desired, observed):
                 self._write_version(out, version, {TAG_STARTED: self._iso()})
                 observed = self.cluster.apply(desired)
@@ -339,7 +346,8 @@ class Reconciler:
         except TransientError:
             raise
         except PermanentError as e:
-            self._terminal[name] = fp
+            if not isinstance(e, NotFoundError):  # a missing namespace may appear without any registry change
+                self._terminal[name] = fp
             return self._fail(out, version, e.message)
         self._terminal.pop(name, None)
         if out.action in ("created", "updated"):
@@ -350,7 +358,7 @@ class Reconciler:
             )
             self.cluster.event(observed, out.action.capitalize(), f"MLflow model version {version.version} applied")
         else:
-            log.debug(
+            log.info(
                 "InferenceService unchanged %s", kv(model=name, version=version.version, isvc=ref, action="unchanged")
             )
 
@@ -473,6 +481,8 @@ class Reconciler:
                         TAG_DEPLOYED: "false",
                         TAG_ENDPOINT: None,
                         TAG_MESSAGE: None,
+                        TAG_TRAFFIC: None,
+                        TAG_REVISION_URL: None,
                     },
                 )
         if registered:

@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from mlflow import MlflowClient
@@ -33,6 +34,15 @@ _PERMANENT_CODES = {
     "CUSTOMER_UNAUTHORIZED",
 }
 _PAGE = 1000
+
+
+def _without_userinfo(uri: str) -> str:
+    """`http://user:pass@host` -> `http://host`: never a credential in a message or log line."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=host))
+    return uri
 
 
 def _version(mv: ModelVersion) -> VersionInfo:
@@ -64,6 +74,7 @@ class MlflowRegistry:
     def __init__(self, tracking_uri: str, *, tag_key: str, tag_value: str, name_like: str = "") -> None:
         # Filter values come from validated settings (no quotes or backticks), never from the registry.
         self.tracking_uri = tracking_uri
+        self._shown_uri = _without_userinfo(tracking_uri)
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         scope = f" AND name LIKE '{name_like}'" if name_like else ""
         self._model_filter = f"name LIKE '{name_like}'" if name_like else None
@@ -88,9 +99,9 @@ class MlflowRegistry:
             code = str(e.error_code)
             if code in _PERMANENT_CODES:
                 raise PermanentError(f"MLflow {op}: {code}: {e.message}") from None
-            raise TransientError(f"MLflow at {self.tracking_uri} unreachable or failing ({op})") from None
+            raise TransientError(f"MLflow at {self._shown_uri} unreachable or failing ({op})") from None
         except (requests.RequestException, OSError) as e:
-            raise TransientError(f"MLflow at {self.tracking_uri} unreachable ({op}: {type(e).__name__})") from None
+            raise TransientError(f"MLflow at {self._shown_uri} unreachable ({op}: {type(e).__name__})") from None
 
     def _all_versions(self, op: str, filter_string: str) -> list[VersionInfo]:
         out: list[VersionInfo] = []
@@ -117,6 +128,7 @@ class MlflowRegistry:
             page = self._call(
                 "search_registered_models",
                 self._client.search_registered_models,
+                filter_string=self._model_filter,
                 max_results=_PAGE,
                 page_token=token,
             )

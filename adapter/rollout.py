@@ -6,6 +6,7 @@ MLflow before the apply) is what tells a fresh Ready from one left over by the p
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +16,18 @@ _MAX_MESSAGE = 500
 
 
 def _short(text: str) -> str:
+    """One line of at most 500 characters, keeping the start and the end (where a crash says why)."""
     text = " ".join(str(text).split())
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+    return text if len(text) <= _MAX_MESSAGE else text[:150] + " … " + text[-(_MAX_MESSAGE - 153) :]
+
+
+_REVISION = re.compile(r"[a-z0-9-]+-predictor-\d{5}")
+
+
+def _about_other_revision(message: str, created: str) -> bool:
+    """A condition whose message names a revision other than the newest is stale news."""
+    named = set(_REVISION.findall(message or ""))
+    return bool(named) and created not in named
 
 
 def conditions(isvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -74,12 +85,16 @@ def interpret(
     ours_exists = bool(created) and created != base_revision
 
     if ours_exists:
-        for ctype in ("PredictorReady", "PredictorConfigurationReady", "Ready"):
-            cond = conds.get(ctype)
-            if cond and cond.get("status") == "False":
-                reason = cond.get("reason") or ctype
-                message = cond.get("message") or "not ready"
-                return Rollout(FAILED, _short(f"{reason}: {message}"), url, created)
+        false = [
+            c
+            for t in ("PredictorReady", "PredictorConfigurationReady", "Ready")
+            if (c := conds.get(t, {})) and c.get("status") == "False"
+        ]
+        # The first False condition decides; if it speaks of an older revision, it is stale news.
+        if false and not _about_other_revision(false[0].get("message", ""), created):
+            reason = false[0].get("reason") or false[0].get("type")
+            message = false[0].get("message") or "not ready"
+            return Rollout(FAILED, _short(f"{reason}: {message}"), url, created)
         model_status = status.get("modelStatus") or {}
         if model_status.get("transitionStatus") == "BlockedByFailedLoad":
             info = model_status.get("lastFailureInfo") or {}

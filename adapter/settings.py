@@ -123,6 +123,36 @@ class AdapterSettings(BaseSettings):
     def tracking_uri_for_predictor(self) -> str:
         return self.predictor_tracking_uri or self.mlflow_tracking_uri
 
+    def in_scope(self, model_name: str) -> bool:
+        """Whether MODEL_NAME_LIKE (an MLflow LIKE pattern: % any run, _ one character) admits the name."""
+        if not self.model_name_like:
+            return True
+        pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in self.model_name_like)
+        return re.fullmatch(pattern, model_name, flags=re.DOTALL) is not None
+
+    def local_predictor_env(self) -> dict[str, str]:
+        """The environment a local predictor process inherits: what it needs to run and to reach MLflow
+        and S3, never the adapter's own credentials (K8S_API_KEY, MLFLOW_WEBHOOK_SECRET)."""
+        keep = (
+            "PATH",
+            "HOME",
+            "LANG",
+            "TZ",
+            "TMPDIR",
+            "VIRTUAL_ENV",
+            "PYTHONPATH",
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "OPENBLAS_CORETYPE",
+            "OPENBLAS_L2_SIZE",
+        )
+        prefixes = ("LC_", "AWS_", "MLFLOW_")
+        return {
+            k: v
+            for k, v in os.environ.items()
+            if (k in keep or k.startswith(prefixes)) and k != "MLFLOW_WEBHOOK_SECRET"
+        }
+
     def export_mlflow_client_env(self) -> None:
         """Hand the MLflow client its retry/timeout knobs (it reads them from the process env)."""
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.mlflow_http_request_max_retries)

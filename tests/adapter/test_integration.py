@@ -136,7 +136,7 @@ def test_revision_failure_reason_reaches_mlflow(world: World) -> None:
     name = world.model("crash", stage="production")
     rec = world.reconciler()
     rec.run_pass()
-    msg = 'Revision "x-predictor-00001" failed with message: Container failed with: ExitCode1.'
+    msg = f'Revision "{naming.isvc_name(name)}-predictor-00001" failed with message: Container failed with: ExitCode1.'
     world.play(naming.isvc_name(name), "failed", msg)
     rec.run_pass()
     t = world.tags(name, 1)
@@ -169,7 +169,7 @@ def test_hostile_registry_input(world: World) -> None:
     names = [world.model(s, stage="production") for s in suffixes]
     hostile = world.model("tagged")
     world.mlflow.set_model_version_tag(hostile, "1", "stage", "production")
-    world.mlflow.set_model_version_tag(hostile, "1", "note", "x\nkind: Secret")
+    world.mlflow.set_model_version_tag(hostile, "1", "serving.env.LOG_LEVEL", "x\nkind: Secret")
     out = world.reconciler().run_pass().by_model()
     assert all(out[n].action == "created" for n in [*names, hostile]), out
     objs = world.kube.objects("inferenceservices", NS)
@@ -177,7 +177,35 @@ def test_hostile_registry_input(world: World) -> None:
     for o in objs:
         assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", o["metadata"]["name"]) and len(o["metadata"]["name"]) <= 45
         assert o["kind"] == "InferenceService"
-    assert not any("Secret" in str(o.get("kind")) for o in world.kube.objects("events", NS))
+    stored = world.isvc(naming.isvc_name(hostile))
+    env = {e["name"]: e.get("value") for e in stored["spec"]["predictor"]["containers"][0]["env"]}
+    assert env["LOG_LEVEL"] == "x\nkind: Secret"  # a value, exactly; never YAML
+
+
+def test_models_outside_the_scope_are_left_alone(world: World) -> None:
+    outsider = f"other-{world.prefix}model"
+    world.mlflow.create_registered_model(outsider)
+    world.mlflow.create_model_version(outsider, source="s3://m/x", await_creation_for=0)
+    world.mlflow.set_registered_model_alias(outsider, "production", "1")
+    theirs = naming.isvc_name(outsider)
+    world.kube.create_object(
+        "inferenceservices",
+        {
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {
+                "name": theirs,
+                "namespace": NS,
+                "labels": {"app.kubernetes.io/managed-by": "service-builder"},
+                "annotations": {"mlflow.org/model-name": outsider},
+            },
+            "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "other:1"}]}},
+        },
+    )
+    mine = world.model("mine", stage="production")
+    out = world.reconciler().run_pass().by_model()
+    assert set(out) == {mine}
+    assert world.isvc(theirs) is not None and "deployment.status" not in world.tags(outsider, 1)
 
 
 def test_crash_between_apply_and_write_back(world: World) -> None:

@@ -147,3 +147,49 @@ def test_a_tag_change_on_an_unchanged_version_is_exactly_one_update() -> None:
     for _ in range(2):
         assert rec.run_pass().by_model()["m"].action == "unchanged"
     assert cluster.writes["apply"] == applies + 1
+
+
+def test_pairs_are_checked_against_the_template_too() -> None:
+    with pytest.raises(
+        OverrideError, match=r"serving\.min_replicas \(version tag\)=4 is above max_replicas \(template\)=3"
+    ):
+        rendered(**{"serving.min_replicas": "4"})
+    with pytest.raises(
+        OverrideError, match=r"memory_request \(version tag\)=3Gi is above memory_limit \(template\)=2Gi"
+    ):
+        rendered(**{"serving.memory_request": "3Gi"})
+
+
+def test_hostile_env_value_stays_a_value() -> None:
+    import yaml
+
+    from adapter.render import to_yaml
+
+    hostile = "x\nkind: Secret\nmetadata: {name: pwned}"
+    doc = rendered(**{"serving.env.LOG_LEVEL": hostile})
+    env = {e["name"]: e.get("value") for e in cont(doc)["env"]}
+    assert env["LOG_LEVEL"] == hostile
+    assert yaml.safe_load(to_yaml(doc)) == doc and doc["kind"] == "InferenceService"
+
+
+def test_local_predictors_never_inherit_the_adapters_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K8S_API_KEY", "k8s-token")
+    monkeypatch.setenv("MLFLOW_WEBHOOK_SECRET", "hook-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "mlflow-token")
+    env = AdapterSettings().local_predictor_env()
+    assert "K8S_API_KEY" not in env and "MLFLOW_WEBHOOK_SECRET" not in env
+    assert env["AWS_SECRET_ACCESS_KEY"] == "s3-secret" and env["MLFLOW_TRACKING_TOKEN"] == "mlflow-token"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "hit"),
+    [
+        ("team-a-%", "team-a-risk", True),
+        ("team-a-%", "team-b-risk", False),
+        ("m_1", "mx1", True),
+        ("a.b%", "axb", False),
+    ],
+)
+def test_model_name_like_scope(pattern: str, name: str, hit: bool) -> None:
+    assert AdapterSettings(model_name_like=pattern).in_scope(name) is hit

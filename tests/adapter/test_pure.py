@@ -102,7 +102,7 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> AdapterSettings:
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_rendered_manifests_validate_strictly_against_the_crd(settings: AdapterSettings, name: str) -> None:
-    doc = render(settings, VersionInfo(name, "3", run_id="abc123", tags={"stage": "x\nkind: Secret"}))
+    doc = render(settings, VersionInfo(name, "3", run_id="abc123"))
     assert crd.errors(doc) == []
     meta = doc["metadata"]
     assert meta["name"] == naming.isvc_name(name) and meta["namespace"] == "models"
@@ -223,6 +223,20 @@ def test_deadline_turns_deploying_into_failed() -> None:
     assert read(obj, base=base, now=NOW + timedelta(seconds=599)).state == "deploying"
     r = read(obj, base=base, now=NOW + timedelta(seconds=601))
     assert r.state == "failed" and "ProgressDeadlineExceeded" in r.message and "waiting" in r.message
+
+
+def test_a_condition_about_another_revision_is_not_ours() -> None:
+    msg = 'Revision "m-predictor-00002" failed with message: ExitCode1.'
+    obj = isvc("False", "m-predictor-00003", "m-predictor-00001", reason="RevisionFailed", message=msg)
+    assert read(obj, base="m-predictor-00002").state == "deploying"
+    obj = isvc(
+        "False",
+        "m-predictor-00003",
+        "m-predictor-00001",
+        reason="RevisionFailed",
+        message=msg.replace("00002", "00003"),
+    )
+    assert read(obj, base="m-predictor-00002").state == "failed"
 
 
 def test_no_status_yet_is_deploying() -> None:

@@ -127,6 +127,13 @@ def test_failed_new_version_leaves_the_old_one_serving(env) -> None:
     out = rec.run_pass().by_model()
     assert (out["risk"].version, out["risk"].action) == ("1", "updated")
     assert tags(reg, "risk", "2")["deployment.status"] == "superseded"
+    # v1 never stopped serving: it stays deployed through its own re-rollout.
+    t1 = tags(reg, "risk", "1")
+    assert t1["deployed"] == "true" and "model_endpoint" in t1
+    assert reg.model_tags["risk"] == {"deployed": "true", "deployed_version": "1"}
+    cluster.roll("risk", "ready")
+    assert rec.run_pass().by_model()["risk"].status == "ready"
+    assert tags(reg, "risk", "1")["deployment.status"] == "ready"
 
 
 def test_retire_deletes_the_service_and_marks_the_version(env) -> None:
@@ -283,3 +290,26 @@ def test_spec_drift_of_the_same_version_is_reapplied(env) -> None:
     cluster.roll("risk", "ready")
     assert rec.run_pass().by_model()["risk"].status == "ready"
     assert tags(reg, "risk", "1")["deployed"] == "true"
+
+
+def test_an_unexpected_error_fails_one_model_only(env) -> None:
+    rec, reg, cluster, _ = env
+    reg.add("a", "1", stage="production")
+    reg.add("b", "1", stage="production")
+    cluster.errors["apply"] = [RuntimeError("boom")]
+    out = rec.run_pass().by_model()
+    assert out["a"].action == "error" and "RuntimeError" in out["a"].message
+    assert out["b"].action == "created"
+    assert rec.run_pass().by_model()["a"].action == "created"
+
+
+def test_retire_after_a_canary_clears_traffic_tags(env) -> None:
+    rec, reg, _cluster, _ = env
+    serve(env)
+    reg.tag("risk", "1", "deployment.traffic", "v2:10% v1:90%")
+    reg.tag("risk", "1", "deployment.revision_url", "http://prev-risk")
+    reg.tag("risk", "1", "stage", None)
+    rec.run_pass()
+    t = tags(reg, "risk", "1")
+    assert t["deployment.status"] == "retired"
+    assert "deployment.traffic" not in t and "deployment.revision_url" not in t
