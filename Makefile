@@ -31,7 +31,9 @@ lint: install ## ruff, mypy and import-linter contracts
 demo: install ## Run it all locally: MLflow, two example models, the adapter, predictors (no cluster)
 	$(PY) scripts/demo.py
 
-bench: install ## Benchmarks (figures go in the README)
+bench: install ## Benchmarks (figures go in the README); installs Debian's wrk if missing
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		{ echo "make bench needs wrk (apt-get install wrk)" >&2; exit 1; }
 	$(PY) -m tests.bench
 
 images: ## Build the predictor and adapter images (needs docker)
