@@ -131,7 +131,13 @@ class LocalCluster:
         container = next(c for c in state["spec"]["predictor"]["containers"] if c.get("name") == CONTAINER)
         env = dict(self.base_env)  # local credentials (AWS_*, MLFLOW_TRACKING_*) come from the adapter's env
         env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
-        env.update(PORT=str(state["port"]), HOST="127.0.0.1", MLFLOW_DISABLE_TELEMETRY="true")
+        # SERVICE_BUILDER_STATE_DIR names the adapter that owns the process (for people and orphan checks).
+        env.update(
+            PORT=str(state["port"]),
+            HOST="127.0.0.1",
+            MLFLOW_DISABLE_TELEMETRY="true",
+            SERVICE_BUILDER_STATE_DIR=str(self.root),
+        )
         logfile = self.logs / f"{name}.log"
         with open(logfile, "ab") as out:
             out.write(f"--- {datetime.now(UTC).isoformat()} starting revision {state['revision']}\n".encode())

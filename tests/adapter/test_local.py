@@ -145,7 +145,8 @@ def test_run_stops_its_predictors_and_a_restart_makes_no_duplicate(tracking_uri:
         mine = set()
         for pid in map(int, out.stdout.split()):
             try:
-                if f"SERVICE_BUILDER_STATE_DIR={state}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                # Predictors get an allow-listed env: find ours by this model's service path.
+                if f"SERVICE_PATH={naming.service_path(name)}\0".encode() in Path(f"/proc/{pid}/environ").read_bytes():
                     mine.add(pid)
             except OSError:
                 pass
