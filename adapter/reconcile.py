@@ -55,6 +55,7 @@ from adapter.types import (
     TAG_UPDATED,
     TAG_URL,
     Rollout,
+    Selection,
     Snapshot,
     VersionInfo,
 )
@@ -226,7 +227,7 @@ class Reconciler:
             result.outcomes.append(self._guarded(name, snap, owned_by_model.get(name)))
         return result
 
-    def _selection(self, snap: Snapshot, name: str) -> Any:
+    def _selection(self, snap: Snapshot, name: str) -> Selection | None:
         model = snap.models.get(name)
         if model is None:
             return None
