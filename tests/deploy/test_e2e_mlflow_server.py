@@ -4,9 +4,7 @@ and the host's port-forward send, and still refuses others (its DNS-rebinding gu
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import kustomize, one, pod_spec
-from tests.servers import free_port, wait_http
+from tests.servers import free_port, stop_group, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -53,13 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=proc)
         yield port
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_group(proc, timeout=20)
     assert (Path(data) / "mlflow.db").exists()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.predictor import models
-from tests.servers import MlflowServer, free_port
+from tests.servers import MlflowServer, free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,13 +140,7 @@ def run_predictor(tmp_path: Path, *, wait_ready: bool = True, **env: str) -> Ite
             raise AssertionError(f"predictor not ready in time: {log.read_text()[-2000:]}")
         yield p
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_group(proc)
 
 
 def run_to_exit(**env: str) -> subprocess.CompletedProcess[str]:

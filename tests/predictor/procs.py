@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import free_port, wait_http
+from tests.servers import free_port, stop_group, wait_http
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -40,16 +39,7 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     """Stop the process group of `proc`: SIGTERM, then SIGKILL after `timeout` seconds."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+    stop_group(proc, timeout)
 
 
 def log_tail(log: Path, lines: int = 30) -> str:
