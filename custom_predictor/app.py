@@ -266,13 +266,20 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
 
     kserve = APIRouter(tags=["kserve"], responses=errors.RESPONSES)
 
-    @kserve.post(
-        "/v1/models/{name}:predict", response_model=V1Response, operation_id="v1_predict", summary="KServe V1 predict"
-    )
     async def v1_predict(name: str, body: V1Request) -> Response:
         check_name(name)
         rows = validate_rows(v1_rows(body.instances, contract.input_names), "instances")
         return _json({"predictions": await run(rows)})
+
+    v1_predict.__annotations__["body"] = schemas.v1_request
+    kserve.add_api_route(
+        "/v1/models/{name}:predict",
+        v1_predict,
+        methods=["POST"],
+        response_model=V1Response,
+        operation_id="v1_predict",
+        summary="KServe V1 predict",
+    )
 
     @kserve.get("/v1/models/{name}", operation_id="v1_model", summary="KServe V1 model status")
     async def v1_model(name: str) -> Response:
@@ -283,12 +290,6 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     async def v1_models() -> Response:
         return _json({"models": [path]})
 
-    @kserve.post(
-        "/v2/models/{name}/infer",
-        response_model=V2Response,
-        operation_id="v2_infer",
-        summary="Open Inference Protocol (V2) infer",
-    )
     async def v2_infer(name: str, body: V2Request) -> Response:
         check_name(name)
         rows = validate_rows(v2_rows(body, contract, settings.max_records), "inputs")
@@ -299,6 +300,16 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         return _json(
             {"model_name": path, "model_version": source.version, "id": body.id, "parameters": {}, "outputs": outputs}
         )
+
+    v2_infer.__annotations__["body"] = schemas.v2_request
+    kserve.add_api_route(
+        "/v2/models/{name}/infer",
+        v2_infer,
+        methods=["POST"],
+        response_model=V2Response,
+        operation_id="v2_infer",
+        summary="Open Inference Protocol (V2) infer",
+    )
 
     @kserve.get("/v2/models/{name}", operation_id="v2_model_metadata", summary="V2 model metadata")
     async def v2_metadata(name: str) -> Response:

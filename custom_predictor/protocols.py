@@ -2,6 +2,8 @@
 
 V2 requests carry one tensor per input column (shape [n] or [n, 1]) or one 2-D tensor [n, k] in the
 contract's input order, as kserve's `InferRequest` builds them; responses carry one tensor per output.
+These are the rules `kserve_schemas` documents, the ones JSON Schema cannot state included (rows of a tensor =
+values in its data, the same rows in every tensor), each broken one answered 422 with the field's path.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 from custom_predictor.contract import Contract
 from custom_predictor.errors import PredictorError
-from custom_predictor.schemas import V2Request
+from custom_predictor.kserve_schemas import DATATYPES, V2Request, matrix_datatypes
 
 _NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 
@@ -51,13 +53,19 @@ def v2_rows(req: V2Request, contract: Contract, max_rows: int) -> list[dict[str,
         t = req.inputs[0]
         if len(t.shape) != 2 or t.shape[1] != len(names):
             raise _bad("inputs[0].shape", f"a single tensor must have shape [n, {len(names)}] (columns {names})")
+        allowed = matrix_datatypes(contract)
+        if t.datatype not in allowed:
+            raise _bad("inputs[0].datatype", f"a 2-D tensor of these inputs has datatype {', '.join(allowed)}")
         n, k = t.shape
+        if n == 0:
+            raise _bad("inputs[0].shape", "at least one row is needed")
         flat = _flatten(t.data)
         if len(flat) != n * k:
             raise _bad("inputs[0].data", f"shape {t.shape} needs {n * k} values, got {len(flat)}")
         if n > max_rows:
             raise _bad("inputs[0].shape", f"at most {max_rows} rows per request")
         return [dict(zip(names, flat[i * k : (i + 1) * k], strict=True)) for i in range(n)]
+    kinds = {s.name: s.type for s in contract.inputs}
     columns: dict[str, list[Any]] = {}
     count: int | None = None
     for i, t in enumerate(req.inputs):
@@ -65,6 +73,9 @@ def v2_rows(req: V2Request, contract: Contract, max_rows: int) -> list[dict[str,
             raise _bad(f"inputs[{i}].name", f"unknown input; the model takes {names}")
         if t.name in columns:
             raise _bad(f"inputs[{i}].name", "input given twice")
+        if t.datatype not in DATATYPES[kinds[t.name]]:
+            takes = ", ".join(DATATYPES[kinds[t.name]])
+            raise _bad(f"inputs[{i}].datatype", f"input {t.name!r} is {kinds[t.name]}: its datatype is one of {takes}")
         if len(t.shape) == 2 and t.shape[1] != 1:
             raise _bad(f"inputs[{i}].shape", "a column tensor must have shape [n] or [n, 1]")
         flat = _flatten(t.data)

@@ -2,6 +2,7 @@
 
 A record is a TypedDict (validated straight into a dict: no model_dump on the hot path) with strict types,
 ranges and allowed values from the contract, and its descriptions, units and examples in the schema.
+The KServe V1/V2 bodies are built per contract by `kserve_schemas` from the same value types.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NotRequired, Required
 
 from pydantic import (
-    BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -22,6 +23,26 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from custom_predictor.contract import Contract, InputSpec
+from custom_predictor.kserve_schemas import (
+    V1Request,
+    V1Response,
+    V2Request,
+    V2Response,
+    v1_request_model,
+    v2_request_model,
+)
+
+__all__ = ["Schemas", "V1Request", "V1Response", "V2Request", "V2Response", "example_row"]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 2.0 as an integer (the same number as 2): take it as 2, as its schema promises."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+WHOLE_NUMBER = BeforeValidator(_whole_number)
+"""Integer inputs take a JSON integer or a number with no fractional part (2.0). Placed after the bounds in
+`Annotated`, so that the JSON schema keeps them."""
 
 _BASE: dict[str, Any] = {"integer": StrictInt, "double": StrictFloat, "boolean": StrictBool, "string": StrictStr}
 
@@ -41,7 +62,21 @@ def _field_type(spec: InputSpec) -> Any:
         kw["allow_inf_nan"] = False
     if spec.type == "string":
         kw["max_length"] = 10_000
+    if spec.type == "integer":
+        return Annotated[StrictInt, Field(**kw), WHOLE_NUMBER]
     return Annotated[_BASE[spec.type], Field(**kw)]
+
+
+def _flat_value(contract: Contract) -> Any:
+    """The value type of a flat 2-D V2 tensor when every input takes the same values (a flat array's position
+    says which input a value is for: JSON Schema cannot follow it), else None."""
+    first = contract.inputs[0]
+    if any(
+        (i.type, i.minimum, i.maximum, i.allowed) != (first.type, first.minimum, first.maximum, first.allowed)
+        for i in contract.inputs
+    ):
+        return None
+    return _field_type(first.model_copy(update={"description": None, "unit": None, "example": None}))
 
 
 def example_row(contract: Contract) -> dict[str, Any]:
@@ -73,6 +108,11 @@ class Schemas:
         record.__doc__ = "One input row: " + ", ".join(contract.input_names)
         self.record: Any = record
         self.rows: TypeAdapter[Any] = TypeAdapter(list[record])
+        values = [_field_type(spec) for spec in contract.inputs]
+        self.v1_request = v1_request_model(contract, record, values, max_records)
+        """KServe V1 body: validates like `V1Request`, documents the contract's rows exactly."""
+        self.v2_request = v2_request_model(contract, values, _flat_value(contract), max_records)
+        """Open Inference Protocol body: validates like `V2Request`, documents the contract's tensors exactly."""
         example = example_row(contract)
         self.example = example
         out_type: Any = _output_type(contract)
@@ -104,7 +144,11 @@ class Schemas:
         self.dataset_response: Any = None
         if contract.entity:
             ent = contract.entity
-            id_type: Any = StrictInt if ent.type == "integer" else Annotated[StrictStr, Field(max_length=256)]
+            id_type: Any = (
+                Annotated[StrictInt, WHOLE_NUMBER]
+                if ent.type == "integer"
+                else Annotated[StrictStr, Field(max_length=256)]
+            )
 
             def id_field(doc: str) -> dict[str, Any]:
                 return {ent.id: (id_type, Field(description=doc))}
@@ -146,75 +190,3 @@ def _output_doc(contract: Contract) -> str:
             text += " Labels: " + ", ".join(f"{k} = {v}" for k, v in o.labels.items()) + "."
         parts.append(text)
     return "One prediction per record. " + " ".join(parts)
-
-
-class V2Tensor(BaseModel):
-    """An Open Inference Protocol tensor."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=256)
-    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=2)
-    datatype: Literal[
-        "BOOL",
-        "UINT8",
-        "UINT16",
-        "UINT32",
-        "UINT64",
-        "INT8",
-        "INT16",
-        "INT32",
-        "INT64",
-        "FP16",
-        "FP32",
-        "FP64",
-        "BYTES",
-    ]
-    parameters: dict[str, Any] | None = None
-    data: list[Any]
-
-
-class V2Output(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class V2Request(BaseModel):
-    """Open Inference Protocol (KServe V2) inference request."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str | None = None
-    model_name: str | None = Field(None, description="Sent by kserve's InferRequest; the path names the model.")
-    model_version: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[V2Tensor] = Field(min_length=1, max_length=1024)
-    outputs: list[V2Output] | None = None
-
-
-class V2OutTensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any]
-
-
-class V2Response(BaseModel):
-    """Open Inference Protocol (KServe V2) inference response."""
-
-    model_name: str
-    model_version: str | None = None
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    outputs: list[V2OutTensor]
-
-
-class V1Request(BaseModel):
-    """KServe V1 request: `instances` are objects (name -> value) or lists in the contract's input order."""
-
-    model_config = ConfigDict(extra="forbid")
-    instances: list[dict[str, Any] | list[Any]] = Field(min_length=1)
-
-
-class V1Response(BaseModel):
-    predictions: list[Any]

@@ -1,8 +1,9 @@
 """Where the model comes from: resolve the configured URI to a local folder plus registry metadata.
 
 Fast path without importing mlflow (about 1.5 s of imports): for an http(s) tracking server and artifacts
-proxied by it (`mlflow-artifacts:/`), the registry and artifact REST endpoints are called directly. Every other
-case (s3://, gs://, dbfs, ...) goes through `mlflow.artifacts`. A local folder (KServe's /mnt/models) needs none.
+proxied by it (`mlflow-artifacts:/`), the registry, logged-model and artifact REST endpoints are called directly.
+Every other case (s3://, gs://, dbfs, ...) goes through `mlflow.artifacts`. A local folder (KServe's /mnt/models)
+needs none. A logged model (`models:/m-<id>`, MLflow 3) is named by its logged name, as a registered one is.
 Neighbours: `settings` names the model; `app` turns a `ModelSource` into routes; `runtime` loads it.
 """
 
@@ -122,6 +123,15 @@ def _error_detail(e: urllib.error.HTTPError) -> str:
         return e.reason if isinstance(e.reason, str) else "error"
 
 
+_LOGGED_MODEL = re.compile(r"models:/(m-[0-9A-Za-z]+)/?")
+
+
+def _logged_model_id(uri: str) -> str | None:
+    """models:/m-0123abcd... (an MLflow 3 logged model, registered or not) -> "m-0123abcd...", else None."""
+    m = _LOGGED_MODEL.fullmatch(uri)
+    return m.group(1) if m else None
+
+
 def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
     """models:/name/3 -> (name, "3", None); models:/name@prod -> (name, None, "prod")."""
     rest = uri.removeprefix("models:/").strip("/")
@@ -130,7 +140,9 @@ def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
         return name, None, alias
     name, _, version = rest.rpartition("/")
     if not name:
-        raise SourceError(f"model URI {uri!r} must be models:/<name>/<version> or models:/<name>@<alias>")
+        raise SourceError(
+            f"model URI {uri!r} must be models:/<name>/<version>, models:/<name>@<alias> or models:/m-<model id>"
+        )
     return name, version, None
 
 
@@ -141,7 +153,11 @@ def _rest_fetch(settings: Settings, uri: str, dest: Path, on_mlmodel: OnFile | N
         return None
     rest = _Rest(tracking, settings)
     name, version, run_id = settings.model_name or "", settings.model_version, settings.model_run_id
-    if uri.startswith("models:/"):
+    if model_id := _logged_model_id(uri):
+        info = rest.get(f"logged-models/{model_id}")["model"]["info"]
+        name, run_id = info.get("name") or model_id, info.get("source_run_id") or run_id
+        artifact_uri = info["artifact_uri"]
+    elif uri.startswith("models:/"):
         name, version, alias = _parse_models_uri(uri)
         if version is not None and not version.isdigit():
             return None  # models:/name/Production (legacy stage): let mlflow resolve it
@@ -218,7 +234,10 @@ def _mlflow_fetch(settings: Settings, uri: str, dest: Path) -> ModelSource:
     client = mlflow.MlflowClient()
     name, version, run_id = settings.model_name or "", settings.model_version, settings.model_run_id
     try:
-        if uri.startswith("models:/"):
+        if model_id := _logged_model_id(uri):
+            logged = client.get_logged_model(model_id)
+            name, run_id = logged.name or model_id, logged.source_run_id or run_id
+        elif uri.startswith("models:/"):
             name, version, alias = _parse_models_uri(uri)
             if alias:
                 mv = client.get_model_version_by_alias(name, alias)

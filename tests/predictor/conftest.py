@@ -36,7 +36,8 @@ def local_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def registry(mlflow_srv: MlflowServer) -> dict[str, str]:
-    """The test models registered once on the session's MLflow server: name -> models:/ URI."""
+    """The test models registered once on the session's MLflow server: name -> models:/ URI (`logged*`: logged
+    models, not registered, as models:/m-<id>)."""
     import mlflow
 
     mlflow.set_tracking_uri(mlflow_srv.url)
@@ -47,6 +48,8 @@ def registry(mlflow_srv: MlflowServer) -> dict[str, str]:
         "contract": models.log_contract_model("pt-lookup"),
         "run-features": models.log_contract_model("pt-dpm-style", in_run_features=True),
         "pyfunc": models.log_pyfunc_model("pt-custom-linear"),
+        "logged": models.log_logged_model("PT Logged_Risk"),
+        "logged-outside-run": models.log_logged_model("pt-logged-bare", in_run=False),
     }
     mlflow.MlflowClient().set_registered_model_alias("pt-lookup", "production", "1")
     return uris

@@ -85,6 +85,28 @@ def train_classifier(name: str = "Breast Cancer_Risk", *, predict_fn: str = "pre
         return _register(save_classifier(Path(tmp) / "model", predict_fn=predict_fn), name)
 
 
+def log_logged_model(name: str, *, in_run: bool = True) -> str:
+    """The classifier logged with MLflow 3's `log_model(name=...)`, not registered: returns `models:/m-<id>`.
+
+    With `in_run` it is logged inside a run carrying the same params, metric and tag as `_register`'s runs;
+    without, the logged model has no source run."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    model = _fit_classifier()
+    example = _frame(breast_cancer(5)[0])
+    signature = infer_signature(example, model.predict(example))
+    if not in_run:
+        return str(mlflow.sklearn.log_model(model, name=name, signature=signature, input_example=example).model_uri)
+    with mlflow.start_run():
+        mlflow.log_params({"model_family": "logistic-regression", "features": len(FEATURES)})
+        mlflow.log_metric("train_rows", 569)
+        mlflow.set_tag("team", "predictor-tests")
+        info = mlflow.sklearn.log_model(model, name=name, signature=signature, input_example=example)
+    return str(info.model_uri)
+
+
 def contract_dict(features_file: str = "patients.csv", *, expected: list[int] | None = None) -> dict:
     """A valid contract for the classifier: typed inputs, labelled output, a patient lookup and test data."""
     x, _ = breast_cancer(3)
@@ -207,3 +229,43 @@ def log_pyfunc_model(name: str = "custom-linear") -> str:
     """The custom pyfunc model, registered as `name`; returns `models:/name/version`."""
     with tempfile.TemporaryDirectory() as tmp:
         return _register(save_pyfunc(Path(tmp) / "model"), name)
+
+
+MIXED_CONTRACT = {
+    "version": 1,
+    "description": "A score from inputs of every contract type: bounded, enumerated and optional ones.",
+    "inputs": [
+        {"name": "dose", "type": "double", "minimum": 0.0, "maximum": 1000.0, "unit": "mg", "example": 2.5},
+        {"name": "visits", "type": "integer", "minimum": 0, "maximum": 100, "example": 3},
+        {"name": "arm", "type": "string", "allowed": ["placebo", "low", "high"], "example": "low"},
+        {"name": "smoker", "type": "boolean", "required": False, "default": False},
+        {"name": "note", "type": "string", "required": False, "default": ""},
+    ],
+    "outputs": [{"name": "score", "type": "double", "description": "2 x dose + visits (+ 1 for smokers)."}],
+}
+"""Contract of `save_mixed_pyfunc`: one input of each type, with ranges, allowed values and optional inputs."""
+
+
+def save_mixed_pyfunc(path: Path) -> Path:
+    """A pyfunc model over inputs of every type (`MIXED_CONTRACT` in the folder): `score = 2*dose + visits
+    (+1 for smokers)`. It accepts every row its contract allows: no input makes it fail."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    class Mixed(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            score = 2 * model_input["dose"] + model_input["visits"] + model_input["smoker"].astype(float)
+            return pd.DataFrame({"score": score.astype(float)})
+
+    example = pd.DataFrame(
+        {"dose": [2.5, 0.0], "visits": [3, 0], "arm": ["low", "placebo"], "smoker": [True, False], "note": ["", "x"]}
+    )
+    mlflow.pyfunc.save_model(
+        str(path),
+        python_model=Mixed(),
+        signature=infer_signature(example, pd.DataFrame({"score": [8.0, 0.0]})),
+        input_example=example,
+    )
+    (path / "contract.yaml").write_text(yaml.safe_dump(MIXED_CONTRACT, sort_keys=False))
+    return path

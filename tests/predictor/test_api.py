@@ -152,11 +152,20 @@ def test_v2_columns_and_single_tensor(classifier: Any) -> None:
         ([{"name": "radius", "shape": [1], "datatype": "FP64", "data": [1.0]}], "inputs"),
         (
             [
-                {"name": "radius", "shape": [1], "datatype": "BYTES", "data": ["x"]},
+                {"name": "radius", "shape": [1], "datatype": "FP64", "data": ["x"]},
                 *[{"name": f, "shape": [1], "datatype": "FP64", "data": [1.0]} for f in models.FEATURES[1:]],
             ],
             "inputs[0].radius",
         ),
+        (
+            [
+                {"name": "radius", "shape": [1], "datatype": "BYTES", "data": ["x"]},
+                *[{"name": f, "shape": [1], "datatype": "FP64", "data": [1.0]} for f in models.FEATURES[1:]],
+            ],
+            "inputs[0].datatype",
+        ),
+        ([{"name": "input-0", "shape": [1, 5], "datatype": "BOOL", "data": [True] * 5}], "inputs[0].datatype"),
+        ([{"name": "input-0", "shape": [0, 5], "datatype": "FP64", "data": []}], "inputs[0].shape"),
     ],
 )
 def test_v2_errors_name_the_tensor(classifier: Any, inputs: list, loc: str) -> None:
@@ -292,6 +301,16 @@ def test_pyfunc_model(pyfunc: Any) -> None:
         {"name": "score", "shape": [2], "datatype": "FP64", "data": [3.0, 2.0]},
         {"name": "flag", "shape": [2], "datatype": "BOOL", "data": [True, False]},
     ]
+
+
+def test_whole_numbers_are_accepted_for_integers(pyfunc: Any, contract_client: Any) -> None:
+    """JSON Schema's `integer` admits 2.0 (the same number as 2), so the routes take it as 2."""
+    r = pyfunc.post("/linear/api/v1/predict", json={"records": [{"a": 1.5, "b": 2.0, "name": "x"}]})
+    assert r.status_code == 200 and r.json()["predictions"] == [{"score": 5.0, "flag": True}], r.text
+    r = pyfunc.post("/v1/models/linear:predict", json={"instances": [[1.5, 2.0, "x"], [1.5, "2", "x"]]})
+    assert r.status_code == 422 and [d["loc"] for d in r.json()["details"]] == ["instances[1].b"], r.text
+    r = contract_client.post(f"{API}/model/predict", json={"patient_id": 1001.0})
+    assert r.status_code == 200 and r.json()["patient_id"] == 1001, r.text
 
 
 def test_model_raising_is_500_without_echo(pyfunc: Any) -> None:

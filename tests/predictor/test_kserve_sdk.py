@@ -1,4 +1,5 @@
-"""The kserve SDK's own V2 types (InferRequest/InferResponse, kserve 0.21) round-trip against the predictor."""
+"""The kserve SDK's own V2 types (InferRequest/InferResponse, kserve 0.21) round-trip against the predictor,
+and the bodies the SDK sends are valid for the V2 request schema the predictor documents."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from jsonschema import Draft202012Validator
 
+from custom_predictor.app import resolve_contract
+from custom_predictor.schemas import Schemas
+from custom_predictor.settings import Settings
+from custom_predictor.source import fetch
 from tests.predictor import models
 from tests.predictor.conftest import in_process, run_predictor
 
@@ -47,9 +53,11 @@ def test_sdk_column_and_tensor_requests_round_trip(sdk: Any, local_models: dict[
     frame = pd.DataFrame(x, columns=models.FEATURES)
     want = models._fit_classifier().predict(frame)
     with in_process(model_uri=str(local_models["classifier"]), service_path=PATH) as c:
+        documented = Draft202012Validator(Schemas(c.app_state.contract, 10_000, PATH).v2_request.model_json_schema())
         for request in (column_request(sdk, frame), tensor_request(sdk, x)):
             body, json_length = request.to_rest()
             assert json_length is None
+            assert documented.is_valid(body), list(documented.iter_errors(body))[:3]
             r = c.post(f"/v2/models/{PATH}/infer", json=body)
             assert r.status_code == 200, r.text
             response = infer_response.from_rest(r.json())
@@ -63,6 +71,8 @@ def test_sdk_pyfunc_multi_output_over_a_real_process(sdk: Any, tmp_path: Path, l
     frame = pd.DataFrame({"a": [1.0, 2.5, -1.0], "b": [3, 4, 0], "name": ["x", "y", "x"]})
     with run_predictor(tmp_path, MODEL_URI=str(local_models["pyfunc"]), SERVICE_PATH=PATH) as p:
         body, _ = column_request(sdk, frame).to_rest()
+        contract = resolve_contract(fetch(Settings(model_uri=str(local_models["pyfunc"]))))[0]
+        assert Draft202012Validator(Schemas(contract, 10_000, PATH).v2_request.model_json_schema()).is_valid(body)
         status, reply = p.post(f"/v2/models/{PATH}/infer", body)
         assert status == 200, reply
         outputs = {o.name: o.as_numpy() for o in infer_response.from_rest(reply).outputs}
