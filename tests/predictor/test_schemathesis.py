@@ -59,10 +59,24 @@ def mixed(local_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
         yield p
 
 
+def repeatable(examples: int) -> Any:
+    """hypothesis settings for `examples` cases generated the same way on every run (CI included)."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+
+
 def test_generated_requests_get_no_server_error(predictor: Predictor) -> None:
     import requests
     import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import given
     from schemathesis import GenerationMode
     from schemathesis.core.result import Ok
 
@@ -78,14 +92,7 @@ def test_generated_requests_get_no_server_error(predictor: Predictor) -> None:
 
     def fuzz(op: Any, mode: GenerationMode, path_parameters: dict[str, str] | None, examples: int) -> None:
         @given(case=op.as_strategy(generation_mode=mode, path_parameters=path_parameters))
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @repeatable(examples)
         def run(case: Any) -> None:
             response = case.call(base_url=predictor.url, session=session, timeout=10)
             calls[op.label] += 1
@@ -156,7 +163,7 @@ def test_valid_kserve_requests_are_answered_200(mixed: Predictor, operation_id: 
     JSON Schema cannot state), then with `with_consistent_rows` applied. At least 90% must be answered 200."""
     import requests
     import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import given
     from schemathesis import GenerationMode
 
     op = schemathesis.openapi.from_url(f"{mixed.url}/openapi.json").find_operation_by_id(operation_id)
@@ -167,14 +174,7 @@ def test_valid_kserve_requests_are_answered_200(mixed: Predictor, operation_id: 
     session = requests.Session()
 
     @given(case=op.as_strategy(generation_mode=GenerationMode.POSITIVE, path_parameters={"name": MIXED_PATH}))
-    @settings(
-        max_examples=KSERVE_EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @repeatable(KSERVE_EXAMPLES)
     def run(case: Any) -> None:
         response = case.call(base_url=mixed.url, session=session, timeout=10)
         as_generated[response.status_code] += 1
