@@ -31,11 +31,10 @@ def main() -> int:
         level=level if level in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    from custom_predictor.runtime import preload
     from custom_predictor.source import fetch
 
     try:
-        source = fetch(settings, on_mlmodel=preload if settings.preload else None)
+        source = fetch(settings)
         fetched = time.perf_counter()
         from custom_predictor.app import create_app
 

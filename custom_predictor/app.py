@@ -30,7 +30,7 @@ from custom_predictor.contract import Contract, ContractError, derive_contract, 
 from custom_predictor.errors import ErrorBody, PredictorError
 from custom_predictor.metrics import Metrics, MetricsMiddleware
 from custom_predictor.protocols import v1_rows, v2_metadata_tensors, v2_outputs, v2_rows
-from custom_predictor.runtime import ModelFailure, ModelRejectedInput, Runtime
+from custom_predictor.runtime import ModelFailure, ModelRejectedInput, Runtime, WouldBlock
 from custom_predictor.schemas import Schemas, V1Request, V1Response, V2Request, V2Response
 from custom_predictor.settings import Settings, service_path_for
 from custom_predictor.source import ModelSource, fetch
@@ -108,6 +108,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         source.mlmodel,
         contract,
         fast_path=settings.fast_path,
+        kernels=settings.kernels,
+        verify_kernel=settings.verify_kernel,
         allow_pickle=settings.mlflow_allow_pickle_deserialization,
     )
     schemas = Schemas(contract, settings.max_records, source.name)
@@ -169,9 +171,11 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     async def run(rows: list[dict[str, Any]]) -> list[Any]:
         require_ready()
         try:
-            if runtime.kind == "sklearn-fast" and len(rows) <= 64:
-                preds = runtime.predict(rows)
-            else:
+            try:
+                if not (runtime.inline and len(rows) <= 64):
+                    raise WouldBlock
+                preds = runtime.predict(rows, may_block=False)
+            except WouldBlock:
                 preds = await run_in_threadpool(runtime.predict, rows)
         except ModelRejectedInput as e:
             raise PredictorError(422, "model_rejected_input", str(e)) from None
@@ -367,6 +371,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     async def metrics_route() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        metrics.runtime.info({"kind": runtime.kind or "none", "kernel_check": runtime.kernel_check or "none"})
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(health)

@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests by route and status, latency by route, model load time, readiness.
+"""Prometheus metrics: requests by route and status, latency by route, model load time, readiness, runtime kind.
 
 A pure ASGI middleware (no BaseHTTPMiddleware overhead) labels each request with its route template, so
 unknown paths collapse into one label instead of growing the series count.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -34,6 +34,12 @@ class Metrics:
         self.predictions = Counter("predictor_predicted_rows", "Rows predicted.", registry=self.registry)
         self.load_seconds = Gauge(
             "predictor_model_load_seconds", "Time to load the model and run the self-test.", registry=self.registry
+        )
+        self.runtime = Info(
+            "predictor_runtime",
+            "How the model runs (kind: kernel, sklearn-fast or pyfunc) and the numpy kernel's check against"
+            " scikit-learn (pending, passed, mismatch, unavailable; none without a kernel).",
+            registry=self.registry,
         )
         self.ready = Gauge(
             "predictor_model_ready", "1 when the model is loaded and passed its self-test.", registry=self.registry

@@ -42,12 +42,17 @@ class Settings(BaseSettings):
     service_path: str | None = Field(None, description="URL path name; default derived from the model name.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     max_records: int = Field(10_000, ge=1, description="Most rows accepted in one request.")
-    preload: bool = Field(
-        False,
-        description="Import the model's libraries in a thread while its artifacts download (measured: no gain"
-        " on 2 busy cores, the imports contend for the GIL).",
-    )
     fast_path: bool = Field(True, description="Call scikit-learn estimators directly when the flavor allows it.")
+    kernels: bool = Field(
+        True,
+        description="Evaluate covered scikit-learn models with numpy kernels (no scikit-learn import before the"
+        " first prediction); needs FAST_PATH.",
+    )
+    verify_kernel: bool = Field(
+        True,
+        description="Once serving, run the real estimator on probe rows in a low-priority child process and"
+        " switch to it if the kernel's outputs differ.",
+    )
     download_dir: str | None = Field(None, description="Where to download model artifacts (default: a temp dir).")
 
     @model_validator(mode="after")

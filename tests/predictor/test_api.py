@@ -51,7 +51,7 @@ def test_predict_records(classifier: Any) -> None:
     assert body["predictions"] == expected_for(rows)
     assert body["model"] == "Breast Cancer_Risk"
     assert "labels" not in body
-    assert classifier.app_state.runtime.kind == "sklearn-fast"
+    assert classifier.app_state.runtime.kind == "kernel"
 
 
 def test_integers_are_accepted_for_doubles(classifier: Any) -> None:
@@ -193,6 +193,8 @@ def test_metrics(classifier: Any) -> None:
     assert f'predictor_requests_total{{method="POST",route="/{PATH}/api/v1/predict",status="422"}}' in text
     assert f'predictor_request_seconds_bucket{{le="0.005",method="POST",route="/{PATH}/api/v1/predict"}}' in text
     assert "predictor_model_load_seconds " in text and "predictor_model_ready 1.0" in text
+    assert classifier.app_state.runtime.wait_checked(120)
+    assert 'predictor_runtime_info{kernel_check="passed",kind="kernel"} 1.0' in classifier.get("/metrics").text
     classifier.get("/random/path/1")
     assert 'route="unmatched"' in classifier.get("/metrics").text
 
@@ -391,7 +393,7 @@ def test_optional_input_takes_its_default(tmp_path: Path, local_models: dict[str
     data["inputs"][4].update(required=False, default=0.1)
     (folder / "contract.yaml").write_text(yaml.safe_dump(data))
     with in_process(model_uri=str(folder)) as c:
-        assert c.app_state.runtime.kind == "sklearn-fast"
+        assert c.app_state.runtime.kind == "kernel"
         partial = {k: v for k, v in ROW.items() if k != "smoothness"}
         r = c.post("/model/api/v1/predict", json={"records": [partial]})
         assert r.status_code == 200, r.text
@@ -409,7 +411,7 @@ def test_probabilities_are_rows_of_a_2d_tensor(tmp_path: Path) -> None:
 
     want = models._fit_classifier().predict_proba(pd.DataFrame(rows)).tolist()
     with in_process(model_uri=str(folder), service_path="proba") as c:
-        assert c.app_state.runtime.kind == "sklearn-fast"
+        assert c.app_state.runtime.kind == "kernel"
         got = c.post("/proba/api/v1/predict", json={"records": rows}).json()["predictions"]
         assert [len(p) for p in got] == [2] * 4 and got == [pytest.approx(p, rel=1e-9) for p in want]
         out = c.post(

@@ -1,7 +1,11 @@
-"""The scikit-learn fast path gives exactly pyfunc's outputs, and steps aside when it cannot."""
+"""The scikit-learn fast path (the estimator called on numpy, kernels off) gives exactly pyfunc's outputs.
+
+The numpy kernels, which come before it, have their own tests in test_kernels.py.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +38,16 @@ def random_rows(n: int, columns: list[str], seed: int = 7) -> list[dict[str, flo
     return [dict(zip(columns, map(float, r), strict=True)) for r in data]
 
 
-def pyfunc_outputs(folder: Path, rows: list[dict[str, Any]]) -> list[Any]:
+@functools.cache
+def _pyfunc(folder: Path) -> Any:
     import mlflow.pyfunc
 
-    model = mlflow.pyfunc.load_model(str(folder))
-    return to_list(model.predict(pd.DataFrame(rows)))
+    return mlflow.pyfunc.load_model(str(folder))
+
+
+def pyfunc_outputs(folder: Path, rows: list[dict[str, Any]]) -> list[Any]:
+    """What `mlflow.pyfunc` predicts for `rows` (given as the DataFrame its scoring server builds)."""
+    return to_list(_pyfunc(folder).predict(pd.DataFrame(rows)))
 
 
 def save(folder: Path, model: Any, x: Any, *, fmt: str, predict_fn: str = "predict", **kw: Any) -> Path:
@@ -78,7 +87,7 @@ def test_fast_path_equals_pyfunc(tmp_path: Path, case: str) -> None:
     frame = pd.DataFrame(x, columns=models.FEATURES)
     model = build() if build else models._fit_classifier()
     folder = save(tmp_path / case, model, frame, fmt=fmt, predict_fn=fn)
-    rt = runtime_for(folder)
+    rt = runtime_for(folder, kernels=False)
     assert rt.kind == "sklearn-fast"
     rows = random_rows(300, models.FEATURES)
     fast = rt.predict(rows)
@@ -94,7 +103,7 @@ def test_fast_path_model_fitted_without_feature_names_on_integers(tmp_path: Path
     model = DecisionTreeRegressor(random_state=0).fit(x, x[:, 0] * 2.5 - x[:, 2])  # numpy: no feature names
     frame = pd.DataFrame(x, columns=["a", "b", "c"])
     folder = save(tmp_path / "tree", model, frame, fmt="skops", skops_trusted_types=["sklearn.tree._tree.Tree"])
-    rt = runtime_for(folder)
+    rt = runtime_for(folder, kernels=False)
     assert rt.kind == "sklearn-fast" and [i.type for i in rt.contract.inputs] == ["integer"] * 3
     rows = [{"a": int(a), "b": int(b), "c": int(c)} for a, b, c in rng.integers(-50, 150, size=(100, 3))]
     assert rt.predict(rows) == pyfunc_outputs(folder, rows)

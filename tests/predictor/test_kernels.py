@@ -1,0 +1,361 @@
+"""The numpy kernels: pyfunc's outputs, bit for bit, for every covered model; no scikit-learn on the way.
+
+Each case is a real model saved with `mlflow.sklearn.save_model` in one of the three serialization formats and
+served by a Runtime; its predictions for several hundred rows (inside and far outside the training range)
+must equal `mlflow.pyfunc.load_model(...).predict` element by element, in one batch and row by row. Then the
+safety nets: the background check hands over to scikit-learn when a kernel disagrees, rows the kernel leaves
+to scikit-learn reach it, files skops would refuse are refused, and reading a file executes nothing.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from custom_predictor import kernels, modelfile
+from custom_predictor.runtime import ModelRejectedInput, Runtime
+from tests.predictor import models
+from tests.predictor.test_fast_path import pyfunc_outputs, random_rows, runtime_for, save
+
+REPO = Path(__file__).resolve().parents[2]
+TRUST_TREE = {"skops_trusted_types": ["sklearn.tree._tree.Tree"]}
+
+
+def _data(target: str) -> tuple[pd.DataFrame, Any]:
+    x, y = models.breast_cancer()
+    frame = pd.DataFrame(x, columns=models.FEATURES)
+    if target == "labels":
+        return frame, np.array(["malignant", "benign"])[y]
+    if target == "three":
+        return frame, np.digitize(x[:, 3], [500, 900])  # three classes by area
+    if target == "value":
+        return frame, x[:, 0] * 3.5 - x[:, 4] * 100 + y
+    if target == "two-values":
+        return frame, np.c_[x[:, 0] * 2, x[:, 1] - x[:, 2]]
+    return frame, y
+
+
+def _sk(name: str, **kw: Any) -> Any:
+    import importlib
+
+    module, _, cls = name.rpartition(".")
+    return getattr(importlib.import_module(f"sklearn.{module}"), cls)(**kw)
+
+
+def _pipe(*steps: Any) -> Any:
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(*steps)
+
+
+# name -> (build estimator, target, format, predict_fn, extra save kwargs)
+CASES: dict[str, tuple[Callable[[], Any], str, str, str, dict[str, Any]]] = {
+    "scaled-logistic-skops-predict": (
+        lambda: _pipe(_sk("preprocessing.StandardScaler"), _sk("linear_model.LogisticRegression", max_iter=2000)),
+        "binary",
+        "skops",
+        "predict",
+        {},
+    ),
+    "scaled-logistic-skops-proba": (
+        lambda: _pipe(_sk("preprocessing.StandardScaler"), _sk("linear_model.LogisticRegression", max_iter=2000)),
+        "binary",
+        "skops",
+        "predict_proba",
+        {},
+    ),
+    "logistic-string-labels-pickle": (
+        lambda: _pipe(_sk("preprocessing.MinMaxScaler", clip=True), _sk("linear_model.LogisticRegression")),
+        "labels",
+        "pickle",
+        "predict",
+        {},
+    ),
+    "logistic-three-classes-proba-cloudpickle": (
+        lambda: _pipe(_sk("preprocessing.RobustScaler"), _sk("linear_model.LogisticRegression", max_iter=3000)),
+        "three",
+        "cloudpickle",
+        "predict_proba",
+        {},
+    ),
+    "linear-regression-skops": (
+        lambda: _pipe(_sk("preprocessing.MaxAbsScaler"), _sk("linear_model.LinearRegression")),
+        "value",
+        "skops",
+        "predict",
+        {},
+    ),
+    "ridge-two-outputs-skops": (lambda: _sk("linear_model.Ridge", alpha=0.5), "two-values", "skops", "predict", {}),
+    "lasso-pickle": (lambda: _sk("linear_model.Lasso", alpha=0.05, max_iter=5000), "value", "pickle", "predict", {}),
+    "imputed-elasticnet-skops": (
+        lambda: _pipe(
+            _sk("impute.SimpleImputer", strategy="median"),
+            _sk("preprocessing.StandardScaler", with_mean=False),
+            _sk("linear_model.ElasticNet", alpha=0.01, max_iter=5000),
+        ),
+        "value",
+        "skops",
+        "predict",
+        {"skops_trusted_types": ["numpy.dtype"]},  # the imputer's fill dtype: skops trusts it only if told
+    ),
+    "tree-regressor-skops-trusted": (
+        lambda: _sk("tree.DecisionTreeRegressor", random_state=0),
+        "value",
+        "skops",
+        "predict",
+        TRUST_TREE,
+    ),
+    "tree-classifier-proba-pickle": (
+        lambda: _sk("tree.DecisionTreeClassifier", max_depth=6, random_state=0),
+        "three",
+        "pickle",
+        "predict_proba",
+        {},
+    ),
+    "forest-classifier-skops-trusted": (
+        lambda: _sk("ensemble.RandomForestClassifier", n_estimators=30, random_state=0),
+        "labels",
+        "skops",
+        "predict",
+        TRUST_TREE,
+    ),
+    "forest-classifier-proba-cloudpickle": (
+        lambda: _sk("ensemble.RandomForestClassifier", n_estimators=25, max_depth=8, random_state=1),
+        "three",
+        "cloudpickle",
+        "predict_proba",
+        {},
+    ),
+    "forest-regressor-pickle": (
+        lambda: _sk("ensemble.RandomForestRegressor", n_estimators=20, random_state=0),
+        "value",
+        "pickle",
+        "predict",
+        {},
+    ),
+    "extra-trees-classifier-pickle": (
+        lambda: _sk("ensemble.ExtraTreesClassifier", n_estimators=15, random_state=0),
+        "binary",
+        "pickle",
+        "predict",
+        {},
+    ),
+    "extra-trees-regressor-skops-trusted": (
+        lambda: _sk("ensemble.ExtraTreesRegressor", n_estimators=15, random_state=0),
+        "value",
+        "skops",
+        "predict",
+        TRUST_TREE,
+    ),
+}
+
+
+def _saved(tmp_path: Path, case: str) -> Path:
+    build, target, fmt, fn, extra = CASES[case]
+    frame, y = _data(target)
+    model = build().fit(frame, y)
+    return save(tmp_path / case, model, frame.iloc[:10], fmt=fmt, predict_fn=fn, **extra)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_kernel_equals_pyfunc(tmp_path: Path, case: str) -> None:
+    folder = _saved(tmp_path, case)
+    rt = runtime_for(folder, verify_kernel=False)
+    assert rt.kind == "kernel", rt.kind
+    rows = random_rows(400, models.FEATURES, seed=11)  # 0.8x..1.2x of the training range, every branch side
+    assert rt.predict(rows) == pyfunc_outputs(folder, rows)  # exactly equal, element by element
+    for row in rows[:25]:  # one row at a time too (BLAS may round one row apart from a batch: so does pyfunc)
+        assert rt.predict([row]) == pyfunc_outputs(folder, [row])
+
+
+def test_imputer_kernel_fills_missing_values_like_scikit_learn(tmp_path: Path) -> None:
+    folder = _saved(tmp_path, "imputed-elasticnet-skops")
+    data = _signature_contract()
+    for spec in data["inputs"][1:3]:
+        spec["required"] = False
+    (folder / "contract.yaml").write_text(yaml.safe_dump(data))
+    rt = runtime_for(folder, verify_kernel=False)
+    assert rt.kind == "kernel"
+    rows = random_rows(50, models.FEATURES)
+    for n, row in enumerate(rows):
+        row.pop(models.FEATURES[1 + n % 2])
+    assert rt.predict(rows) == pyfunc_outputs(folder, [{**r, **_nan_for_missing(r)} for r in rows])
+
+
+def _nan_for_missing(row: dict[str, Any]) -> dict[str, float]:
+    return {f: float("nan") for f in models.FEATURES if f not in row}
+
+
+def _signature_contract() -> dict[str, Any]:
+    """A contract with the classifier's five double inputs, all required (tests make some optional)."""
+    return {"version": 1, "inputs": [{"name": f, "type": "double"} for f in models.FEATURES], "outputs": []}
+
+
+def test_rows_the_kernel_leaves_go_to_scikit_learn(tmp_path: Path) -> None:
+    """A NaN into a forest: scikit-learn's trees route it (missing_go_to_left); the kernel steps aside."""
+    folder = _saved(tmp_path, "forest-regressor-pickle")
+    data = _signature_contract()
+    data["inputs"][0]["required"] = False
+    (folder / "contract.yaml").write_text(yaml.safe_dump(data))
+    rt = runtime_for(folder, verify_kernel=False)
+    assert rt.kind == "kernel"
+    rows = random_rows(10, models.FEATURES)
+    rows[3].pop("radius")
+    assert rt.predict(rows) == pyfunc_outputs(folder, [{**r, **_nan_for_missing(r)} for r in rows])
+    assert rt.kind == "kernel"  # the kernel still serves the next request
+
+
+def test_a_missing_value_the_model_cannot_take_is_rejected_input(tmp_path: Path) -> None:
+    folder = _saved(tmp_path, "scaled-logistic-skops-predict")
+    data = _signature_contract()
+    data["inputs"][2]["required"] = False
+    (folder / "contract.yaml").write_text(yaml.safe_dump(data))
+    rt = runtime_for(folder, verify_kernel=False)
+    row = random_rows(1, models.FEATURES)[0]
+    row.pop("perimeter")
+    with pytest.raises(ModelRejectedInput):  # scikit-learn's ValueError: the input contains NaN
+        rt.predict([row])
+
+
+def test_background_check_passes_for_a_faithful_kernel(tmp_path: Path) -> None:
+    rt = runtime_for(_saved(tmp_path, "forest-classifier-proba-cloudpickle"))
+    assert rt.kind == "kernel" and rt.wait_checked(120)
+    assert (rt.kind, rt.kernel_check) == ("kernel", "passed")
+
+
+def test_background_check_hands_over_when_the_kernel_disagrees(tmp_path: Path) -> None:
+    """The safety net: a kernel that is off by one part in a million loses to scikit-learn."""
+    folder = _saved(tmp_path, "linear-regression-skops")
+    rt = runtime_for(folder, verify_kernel=False)
+    faithful = rt._kernel
+    rt._kernel = lambda x: faithful(x) * (1 + 1e-6)  # a kernel with a subtle defect
+    rt._check_kernel()
+    assert (rt.kind, rt.kernel_check) == ("sklearn-fast", "mismatch")
+    rows = random_rows(30, models.FEATURES)
+    assert rt.predict(rows) == pyfunc_outputs(folder, rows)
+
+
+@pytest.mark.parametrize(
+    ("case", "untrusted"),
+    [("tree-regressor-skops-trusted", "sklearn.tree._tree.Tree"), ("imputed-elasticnet-skops", "numpy.dtype")],
+)
+def test_a_type_skops_does_not_trust_is_refused_as_mlflow_refuses_it(tmp_path: Path, case: str, untrusted: str) -> None:
+    folder = _saved(tmp_path, case)
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    sk = mlmodel["flavors"]["sklearn"]
+    sk["skops_trusted_types"] = None  # MLflow refuses to save it so; a hand-edited MLmodel can still say it
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    with pytest.raises(modelfile.ModelFileError, match=f"does not trust by default: {re.escape(untrusted)}$"):
+        modelfile.read(folder / sk["pickled_model"], "skops", None, kernels.CLASSES)
+    from custom_predictor.app import resolve_contract
+    from custom_predictor.settings import Settings
+    from custom_predictor.source import fetch
+
+    src = fetch(Settings(model_uri=str(folder)))
+    rt = Runtime(src.model_dir, src.mlmodel, resolve_contract(src)[0])
+    rt.load()
+    assert rt.state == "failed" and f"Untrusted types found in the file: ['{untrusted}']" in (rt.reason or "")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: _sk("svm.SVC"),
+        lambda: _pipe(_sk("preprocessing.PolynomialFeatures"), _sk("linear_model.LinearRegression")),
+        lambda: _sk("ensemble.GradientBoostingClassifier", n_estimators=5),
+    ],
+    ids=["svc", "polynomial-features", "gradient-boosting"],
+)
+def test_models_outside_the_kernels_use_scikit_learn(tmp_path: Path, build: Callable[[], Any]) -> None:
+    frame, y = _data("binary")
+    folder = save(tmp_path / "m", build().fit(frame, y), frame[:5], fmt="pickle")
+    rt = runtime_for(folder)
+    assert rt.kind == "sklearn-fast" and rt.kernel_check is None
+    rows = random_rows(20, models.FEATURES)
+    assert rt.predict(rows) == pyfunc_outputs(folder, rows)
+
+
+def test_unsupported_parts_are_named() -> None:
+    scaler = modelfile.Obj("sklearn.preprocessing._data.StandardScaler", {"with_mean": True, "with_std": True})
+    with pytest.raises(kernels.Unsupported, match=r"StandardScaler\.mean_"):
+        kernels.compile_model(
+            modelfile.Obj("sklearn.pipeline.Pipeline", {"steps": [("s", scaler), ("m", scaler)]}), "predict", 3
+        )
+    with pytest.raises(kernels.Unsupported, match="method decision_function"):
+        kernels.compile_model(scaler, "decision_function", 3)
+
+
+def test_a_tree_with_out_of_range_children_is_refused() -> None:
+    nodes = np.zeros(3, dtype=[("left_child", "<i8"), ("right_child", "<i8"), ("feature", "<i8"), ("threshold", "<f8")])
+    nodes[0] = (1, 7, 0, 0.5)  # right child 7 of a 3-node tree
+    nodes[1] = nodes[2] = (-1, -1, -2, -2.0)
+    tree = modelfile.Obj(
+        modelfile.TREE,
+        {"max_depth": 1, "node_count": 3, "nodes": nodes, "values": np.ones((3, 1, 1))},
+        (2, np.array([1]), 1),
+    )
+    regressor = modelfile.Obj("sklearn.tree._classes.DecisionTreeRegressor", {"n_outputs_": 1, "tree_": tree})
+    with pytest.raises(kernels.Unsupported, match="out of range"):
+        kernels.compile_model(regressor, "predict", 2)
+
+
+def test_reading_a_model_file_imports_and_runs_nothing(tmp_path: Path) -> None:
+    """The kernel path reads skops and pickles in a process that never imports scikit-learn."""
+    skops_model = _saved(tmp_path, "forest-classifier-skops-trusted")
+    pickled = _saved(tmp_path, "scaled-logistic-skops-proba")
+    evil = tmp_path / "evil.pkl"
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> Any:
+            return (subprocess.call, (["touch", str(marker)],))
+
+    evil.write_bytes(pickle.dumps({"model": Evil()}))
+    script = f"""
+import sys
+from pathlib import Path
+from custom_predictor import modelfile, kernels
+evil = modelfile.read(Path({str(evil)!r}), "pickle", None, kernels.CLASSES)
+assert isinstance(evil["model"], modelfile.Obj) and evil["model"].cls == "subprocess.call", evil
+obj = modelfile.read(Path({str(skops_model / "model.skops")!r}), "skops", ["sklearn.tree._tree.Tree"], kernels.CLASSES)
+kernels.compile_model(obj, "predict", 5)
+obj = modelfile.read(Path({str(pickled / "model.skops")!r}), "skops", None, kernels.CLASSES)
+kernels.compile_model(obj, "predict_proba", 5)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "skops", "mlflow", "pandas")))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert not marker.exists()
+
+
+def test_a_served_prediction_imports_no_scikit_learn(tmp_path: Path) -> None:
+    """The whole app (settings, contract from the signature, routes, self-test, a prediction) on the kernel."""
+    folder = _saved(tmp_path, "forest-classifier-proba-cloudpickle")
+    body = {"records": random_rows(3, models.FEATURES)}
+    script = f"""
+import sys
+from starlette.testclient import TestClient
+from custom_predictor.app import create_app
+from custom_predictor.settings import Settings
+app = create_app(Settings(model_uri={str(folder)!r}, service_path="m", verify_kernel=False))
+with TestClient(app) as client:
+    assert app.state.runtime.wait(60), app.state.runtime.reason
+    response = client.post("/m/api/v1/predict", json={body!r})
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 3, response.text
+    assert app.state.runtime.kind == "kernel"
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "skops", "mlflow", "pandas", "scipy")))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
