@@ -29,7 +29,15 @@ from custom_predictor import errors
 from custom_predictor.contract import Contract, ContractError, derive_contract, load_contract, load_entities
 from custom_predictor.errors import ErrorBody, PredictorError
 from custom_predictor.metrics import Metrics, MetricsMiddleware
-from custom_predictor.protocols import v1_rows, v2_metadata_tensors, v2_outputs, v2_rows
+from custom_predictor.protocols import (
+    Locate,
+    v1_locate,
+    v1_rows,
+    v2_locate,
+    v2_metadata_tensors,
+    v2_outputs,
+    v2_rows,
+)
 from custom_predictor.runtime import ModelFailure, ModelRejectedInput, Runtime, WouldBlock
 from custom_predictor.schemas import Schemas, V1Request, V1Response, V2Request, V2Response
 from custom_predictor.settings import Settings, service_path_for
@@ -184,7 +192,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         metrics.predictions.inc(len(rows))
         return preds
 
-    def validate_rows(raw: list[Any], prefix: str) -> list[dict[str, Any]]:
+    def validate_rows(raw: list[Any], prefix: str, locate: Locate) -> list[dict[str, Any]]:
+        """Rows from a KServe body against the contract; errors located in that body by `locate`."""
         if len(raw) > settings.max_records:
             raise PredictorError(
                 422,
@@ -200,7 +209,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
                 422,
                 "invalid_input",
                 "the request does not match the model's contract",
-                errors.validation_details(e.errors(), prefix=prefix),
+                errors.validation_details(e.errors(), locate),
             ) from None
 
     def predict_body(preds: list[Any]) -> dict[str, Any]:
@@ -272,7 +281,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
 
     async def v1_predict(name: str, body: V1Request) -> Response:
         check_name(name)
-        rows = validate_rows(v1_rows(body.instances, contract.input_names), "instances")
+        locate = v1_locate(body.instances, contract.input_names)
+        rows = validate_rows(v1_rows(body.instances, contract.input_names), "instances", locate)
         return _json({"predictions": await run(rows)})
 
     v1_predict.__annotations__["body"] = schemas.v1_request
@@ -296,7 +306,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
 
     async def v2_infer(name: str, body: V2Request) -> Response:
         check_name(name)
-        rows = validate_rows(v2_rows(body, contract, settings.max_records), "inputs")
+        rows = validate_rows(v2_rows(body, contract, settings.max_records), "inputs", v2_locate(body, contract))
         outputs = v2_outputs(await run(rows), contract)
         if body.outputs:
             wanted = {o.name for o in body.outputs}

@@ -6,6 +6,7 @@ Request data is never echoed back: validation details carry the path and the rea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -58,15 +59,15 @@ def loc_string(loc: tuple[Any, ...] | list[Any]) -> str:
     return out
 
 
-def validation_details(errors: list[Any], strip: int = 0, prefix: str = "") -> list[dict[str, str]]:
-    """pydantic errors -> details with a readable path; the offending input itself is dropped."""
+def validation_details(errors: list[Any], locate: Callable[[list[Any]], str] = loc_string) -> list[dict[str, str]]:
+    """pydantic errors -> details with a readable path (`locate` maps pydantic's loc to a path in the request
+    body); the offending input itself is dropped."""
     details = []
     for e in errors[:50]:
-        loc = [p for p in e.get("loc", ())[strip:] if not (isinstance(p, str) and p.startswith("function-"))]
-        path = loc_string(loc)
-        if prefix:
-            path = prefix + ("" if path.startswith("[") or not path else ".") + path
-        details.append({"loc": path or "body", "msg": str(e.get("msg", "invalid")), "type": str(e.get("type", ""))})
+        loc = [p for p in e.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-"))]
+        details.append(
+            {"loc": locate(loc) or "body", "msg": str(e.get("msg", "invalid")), "type": str(e.get("type", ""))}
+        )
     return details
 
 

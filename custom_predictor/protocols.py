@@ -8,6 +8,7 @@ values in its data, the same rows in every tensor), each broken one answered 422
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from custom_predictor.contract import Contract
@@ -43,6 +44,47 @@ def v1_rows(instances: list[Any], names: list[str]) -> list[Any]:
         else:
             rows.append(inst)
     return rows
+
+
+Locate = Callable[[list[Any]], str]
+"""pydantic's location of an error in the rows, `[row, input, ...]` -> where that value is in the request body."""
+
+
+def v1_locate(instances: list[Any], names: list[str]) -> Locate:
+    """`instances[2].age` for an object instance, `instances[2][1]` for a list instance."""
+
+    def locate(loc: list[Any]) -> str:
+        row, field = [*loc, None, None][:2]
+        if not isinstance(row, int) or row >= len(instances):
+            return "instances"
+        if isinstance(instances[row], list) and field in names:
+            return f"instances[{row}][{names.index(field)}]"
+        return f"instances[{row}]" + ("" if field is None else f".{field}")
+
+    return locate
+
+
+def v2_locate(req: V2Request, contract: Contract) -> Locate:
+    """`inputs[3].data[2]` (row 2 of input 3's tensor), or `inputs[0].data[2][1]` (flat: `data[11]`) for a
+    single 2-D tensor."""
+    names = contract.input_names
+    tensors = {t.name: i for i, t in enumerate(req.inputs)}
+    single = len(req.inputs) == 1 and req.inputs[0].name not in names
+
+    def nested(i: int) -> bool:
+        return bool(req.inputs[i].data) and isinstance(req.inputs[i].data[0], list)
+
+    def locate(loc: list[Any]) -> str:
+        row, field = [*loc, None, None][:2]
+        if not isinstance(row, int) or field not in names:
+            return "inputs"
+        col = names.index(field)
+        if single:
+            return f"inputs[0].data[{row}][{col}]" if nested(0) else f"inputs[0].data[{row * len(names) + col}]"
+        i = tensors[field]
+        return f"inputs[{i}].data[{row}]" + ("[0]" if nested(i) else "")
+
+    return locate
 
 
 def v2_rows(req: V2Request, contract: Contract, max_rows: int) -> list[dict[str, Any]]:
