@@ -141,6 +141,15 @@ def test_render_sets_model_env_and_references_secrets(settings: AdapterSettings)
     assert "planted-secret-value" not in text and "planted-key-id" not in text
 
 
+def test_readiness_probe_is_knatives_aggressive_one(settings: AdapterSettings) -> None:
+    """Knative probes every 50 ms until ready only when periodSeconds is 0, and then refuses failureThreshold and
+    timeoutSeconds (serving's validateReadinessProbe): a sub-second predictor start stays sub-second."""
+    (container,) = render(settings, VersionInfo("m", "1"))["spec"]["predictor"]["containers"]
+    probe = container["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/v2/health/ready"
+    assert probe.get("periodSeconds", 0) == 0 and "failureThreshold" not in probe and "timeoutSeconds" not in probe
+
+
 def test_bad_template_says_which_file(tmp_path, settings: AdapterSettings) -> None:
     bad = tmp_path / "isvc.yaml"
     bad.write_text("kind: Deployment\n")
