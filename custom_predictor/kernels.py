@@ -35,7 +35,7 @@ class Unsupported(Exception):
 
 
 def compile_model(obj: Any, method: str, n_features: int) -> Fn:
-    """A kernel computing `method` of `obj` on an (n, n_features) float64 matrix. Raises `Unsupported`."""
+    """A kernel computing `method` of `obj` on an (n, n_features) matrix. Raises `Unsupported`."""
     if method not in ("predict", "predict_proba"):
         raise Unsupported(f"method {method}")
     steps = _steps(obj)
@@ -54,10 +54,11 @@ def compile_model(obj: Any, method: str, n_features: int) -> Fn:
     predict = build_final(final, method, width)
 
     def kernel(x: np.ndarray) -> np.ndarray:
+        """`x` is float64, or int64 when every input is an integer (estimators then see int64, as from pyfunc)."""
         with np.errstate(all="ignore"):  # an overflow shows as inf, which the next check hands to scikit-learn
             for fn, allow_nan in transforms:
                 _check(x, allow_nan)
-                x = fn(x)
+                x = fn(x.astype(np.float64) if x.dtype.kind in "iu" else x)  # transformers take floats only
             _check(x, False)
             return predict(x)
 
@@ -281,58 +282,73 @@ _NODE_FIELDS = ("left_child", "right_child", "feature", "threshold")
 
 
 class _Forest:
-    """Trees side by side in flat arrays: every row walks every tree at once, one level per numpy step."""
+    """Trees in flat arrays. A small batch walks every tree at once, one level per numpy step; a large one walks
+    tree after tree (fewer, longer steps), so time and memory stay within a few times scikit-learn's."""
+
+    WALK_ALL_UP_TO = 20_000
+    """Most (tree, row) walks taken together; beyond, tree after tree."""
 
     def __init__(self, trees: list[Obj], width: int, n_values: int) -> None:
-        lefts, rights, features, thresholds, values, roots = [], [], [], [], [], []
-        offset, depth = 0, 0
+        lefts, rights, features, thresholds, values = [], [], [], [], []
+        placed: dict[int, tuple[int, int]] = {}  # id(tree) -> (root offset, depth): a shared tree is stored once
+        roots, depths, offset = [], [], 0
         for tree in trees:
-            if tree.cls != TREE or len(tree.args) != 3 or int(tree.args[2]) != 1 or int(tree.args[0]) != width:
-                raise Unsupported("a tree that is not single-output over the model's features")
-            nodes, value = _get(tree, "nodes", np.ndarray), _get(tree, "values", np.ndarray)
-            n = int(_get(tree, "node_count", (int, np.integer)))
-            if nodes.dtype.names is None or any(f not in nodes.dtype.names for f in _NODE_FIELDS):
-                raise Unsupported("Tree.nodes")
-            if nodes.shape != (n,) or value.ndim != 3 or value.shape[:2] != (n, 1) or value.shape[2] < n_values:
-                raise Unsupported("Tree.values")
-            left, right = nodes["left_child"].astype(np.intp), nodes["right_child"].astype(np.intp)
-            feature = nodes["feature"].astype(np.intp)
-            leaf = left == -1
-            inner = ~leaf
-            ids = np.arange(n)
-            if (
-                (right[leaf] != -1).any()
-                or (left[inner] <= ids[inner]).any()
-                or (right[inner] <= ids[inner]).any()
-                or (left[inner] >= n).any()
-                or (right[inner] >= n).any()
-                or (feature[inner] < 0).any()
-                or (feature[inner] >= width).any()
-            ):
-                raise Unsupported("Tree.nodes: children or features out of range")
-            lefts.append(np.where(leaf, ids, left) + offset)  # a leaf points at itself
-            rights.append(np.where(leaf, ids, right) + offset)
-            features.append(np.where(leaf, 0, feature))
-            thresholds.append(nodes["threshold"].astype(np.float64))
-            values.append(value[:, 0, :n_values])
-            roots.append(offset)
-            depth = max(depth, int(_get(tree, "max_depth", (int, np.integer))))
-            offset += n
+            if id(tree) not in placed:
+                left, right, feature, threshold, value, depth = self._arrays(tree, width, n_values)
+                lefts.append(left + offset)
+                rights.append(right + offset)
+                features.append(feature)
+                thresholds.append(threshold)
+                values.append(value)
+                placed[id(tree)] = (offset, int(depth))
+                offset += len(left)
+            root, depth = placed[id(tree)]
+            roots.append(root)
+            depths.append(depth)
         self.children = np.stack([np.concatenate(lefts), np.concatenate(rights)], axis=1).reshape(-1)
         self.feature = np.concatenate(features)
         self.threshold = np.concatenate(thresholds)
         self.values = np.ascontiguousarray(np.concatenate(values))
-        self.roots = np.array(roots, dtype=np.intp)
-        self.depth = depth
+        self.roots, self.depths = np.array(roots, dtype=np.intp), depths
 
-    def leaves(self, x: np.ndarray) -> np.ndarray:
-        """Leaf index per (tree, row), as scikit-learn walks them: float32 input, `x <= threshold` goes left."""
-        x32 = x.astype(np.float32)
-        if not np.isfinite(x32).all():
-            raise NeedsEstimator("a value beyond float32, or NaN")
-        rows = np.arange(x.shape[0])
-        node = np.repeat(self.roots[:, None], x.shape[0], axis=1)
-        for _ in range(self.depth):
+    @staticmethod
+    def _arrays(tree: Obj, width: int, n_values: int) -> tuple[Any, ...]:
+        if tree.cls != TREE or len(tree.args) != 3 or int(tree.args[2]) != 1 or int(tree.args[0]) != width:
+            raise Unsupported("a tree that is not single-output over the model's features")
+        nodes, value = _get(tree, "nodes", np.ndarray), _get(tree, "values", np.ndarray)
+        n = int(_get(tree, "node_count", (int, np.integer)))
+        if nodes.dtype.names is None or any(f not in nodes.dtype.names for f in _NODE_FIELDS):
+            raise Unsupported("Tree.nodes")
+        if nodes.shape != (n,) or value.ndim != 3 or value.shape[:2] != (n, 1) or value.shape[2] < n_values:
+            raise Unsupported("Tree.values")
+        left, right = nodes["left_child"].astype(np.intp), nodes["right_child"].astype(np.intp)
+        feature = nodes["feature"].astype(np.intp)
+        leaf = left == -1
+        inner = ~leaf
+        ids = np.arange(n)
+        if (
+            (right[leaf] != -1).any()
+            or (left[inner] <= ids[inner]).any()  # children come after their parent: every walk ends
+            or (right[inner] <= ids[inner]).any()
+            or (left[inner] >= n).any()
+            or (right[inner] >= n).any()
+            or (feature[inner] < 0).any()
+            or (feature[inner] >= width).any()
+        ):
+            raise Unsupported("Tree.nodes: children or features out of range")
+        depth = min(int(_get(tree, "max_depth", (int, np.integer))), n)
+        return (
+            np.where(leaf, ids, left),  # a leaf points at itself
+            np.where(leaf, ids, right),
+            np.where(leaf, 0, feature),
+            nodes["threshold"].astype(np.float64),
+            value[:, 0, :n_values],
+            depth,
+        )
+
+    def _walk(self, x32: np.ndarray, rows: np.ndarray, node: np.ndarray, depth: int) -> np.ndarray:
+        """Walk from `node` down at most `depth` levels: `x <= threshold` goes left, as scikit-learn's trees."""
+        for _ in range(depth):
             right = x32[rows, self.feature[node]] > self.threshold[node]
             step = self.children[2 * node + right]
             if (step == node).all():  # every walk has reached its leaf
@@ -340,12 +356,31 @@ class _Forest:
             node = step
         return node
 
-    def summed(self, x: np.ndarray) -> np.ndarray:
-        """Sum of the trees' leaf values from 0.0, tree after tree as scikit-learn adds them.
+    @staticmethod
+    def _float32(x: np.ndarray) -> np.ndarray:
+        x32 = x.astype(np.float32)  # scikit-learn's trees compare float32 inputs (an int64 goes straight there)
+        if not np.isfinite(x32).all():
+            raise NeedsEstimator("a value beyond float32, or NaN")
+        return x32
 
-        A cumulative sum is sequential by definition; `sum` may add pairwise (it does over a contiguous axis).
-        """
-        return np.cumsum(self.values[self.leaves(x)], axis=0)[-1] + 0.0
+    def tree_values(self, x: np.ndarray) -> np.ndarray:
+        """The leaf values of the (only) tree for each row."""
+        x32 = self._float32(x)
+        start = np.full(x.shape[0], self.roots[0])
+        return self.values[self._walk(x32, np.arange(x.shape[0]), start, self.depths[0])]
+
+    def summed(self, x: np.ndarray) -> np.ndarray:
+        """Sum of the trees' leaf values from 0.0, tree after tree as scikit-learn adds them (never pairwise)."""
+        x32, n = self._float32(x), x.shape[0]
+        rows = np.arange(n)
+        if n * len(self.roots) <= self.WALK_ALL_UP_TO:
+            start = np.repeat(self.roots[:, None], n, axis=1)
+            leaves = self._walk(x32, rows, start, max(self.depths))
+            return np.cumsum(self.values[leaves], axis=0)[-1] + 0.0  # a cumulative sum adds in order
+        total = np.zeros((n, self.values.shape[1]))
+        for root, depth in zip(self.roots, self.depths, strict=True):
+            total += self.values[self._walk(x32, rows, np.full(n, root), depth)]
+        return total
 
 
 def _tree_model(o: Obj, method: str, width: int) -> Fn:
@@ -361,13 +396,13 @@ def _tree_model(o: Obj, method: str, width: int) -> Fn:
             raise Unsupported(f"{o.cls}.{method}")
         forest = _Forest(trees, width, 1)
         if not is_forest:
-            return lambda x: forest.values[forest.leaves(x)[0], 0]
+            return lambda x: forest.tree_values(x)[:, 0]
         n = len(trees)
         return lambda x: forest.summed(x)[:, 0] / n
     classes = _classes(o)
     forest = _Forest(trees, width, len(classes))
     if not is_forest:
-        proba: Fn = lambda x: forest.values[forest.leaves(x)[0]]  # noqa: E731
+        proba: Fn = forest.tree_values
     else:
         n = len(trees)
         proba = lambda x: forest.summed(x) / n  # noqa: E731

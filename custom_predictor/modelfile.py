@@ -76,7 +76,9 @@ def read_skops(path: Path, trusted: set[str]) -> Any:
                 raise ModelFileError(f"skops protocol {schema.get('protocol')!r} is not supported")
             reader = _SkopsReader(zf)
             obj = reader.node(schema)
-    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
+    except ModelFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever a damaged or crafted file causes (MemoryError too)
         raise ModelFileError(f"cannot read {path.name}: {e.__class__.__name__}") from None
     untrusted = sorted(reader.types - trusted)
     if untrusted:
@@ -189,5 +191,5 @@ def read_pickle(path: Path) -> Any:
     try:
         with path.open("rb") as f:
             return _Unpickler(f).load()
-    except (OSError, EOFError, ValueError, TypeError, AttributeError, IndexError, pickle.UnpicklingError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever a damaged or crafted file causes (MemoryError too)
         raise ModelFileError(f"cannot read {path.name}: {e.__class__.__name__}") from None

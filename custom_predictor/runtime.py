@@ -29,6 +29,8 @@ log = logging.getLogger("custom_predictor.runtime")
 _FAST_FORMATS = ("pickle", "cloudpickle", "skops")
 PROBE_ROWS = 256
 """Synthetic rows (besides the self-test rows) on which the kernel is checked against the estimator."""
+CHECK_TIMEOUT_SECONDS = 600.0
+"""The check's child process is killed (and the kernel left unchecked) after this long."""
 
 
 class WouldBlock(Exception):
@@ -48,6 +50,7 @@ class ModelRejectedInput(ModelFailure):
 
 
 _INPUT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST"}
+_INPUT_ERRORS = (ValueError, TypeError, OverflowError)  # OverflowError: an integer beyond int64
 
 
 class Runtime:
@@ -80,6 +83,7 @@ class Runtime:
         self._pyfunc: Any = None
         self._tensor = len(self.names) > 0 and contract.source == "signature" and self._tensor_signature()
         self._defaults = {i.name: i.default for i in contract.inputs if i.default is not None}
+        self._integers_only = all(i.type == "integer" for i in contract.inputs)
         self._ready = threading.Event()
         self._checked = threading.Event()
 
@@ -173,6 +177,9 @@ class Runtime:
         except (modelfile.ModelFileError, kernels.Unsupported) as e:
             log.info("numpy kernel not used (%s): loading scikit-learn", e)
             return
+        except Exception as e:  # noqa: BLE001 - never let the kernel stand in the way of the library's own path
+            log.warning("numpy kernel not used (%s while compiling it): loading scikit-learn", e.__class__.__name__)
+            return
         self.kind = "kernel"
 
     def _load_estimator(self, sk: dict[str, Any]) -> bool:
@@ -187,8 +194,11 @@ class Runtime:
         return True
 
     @property
-    def _all_int(self) -> bool:
-        return all(i.type == "integer" for i in self.contract.inputs)
+    def _dtype(self) -> Any:
+        """int64 when every input is an integer (pyfunc's DataFrame then hands scikit-learn int64), else float64."""
+        import numpy as np
+
+        return np.int64 if self._integers_only else np.float64
 
     def _estimator(self) -> Any:
         """The estimator's predict function, loading it on first use (thread-safe). Raises ModelFailure."""
@@ -221,34 +231,49 @@ class Runtime:
         process's GIL for seconds just when the first requests after a cold start arrive, and would keep
         scikit-learn in memory for nothing.
         """
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from custom_predictor.kernels import NeedsEstimator
-
         try:
-            x = self._probe_matrix()
-            try:
-                have = to_list(self._kernel(x))
-            except NeedsEstimator:
-                self.kernel_check = "passed"  # nothing to compare: the estimator answers such rows itself
-                return
+            x, have = self._kernel_on_probe()
+            if len(x) == 0:
+                raise RuntimeError("the kernel hands every probe row to scikit-learn")
             sk = self._sklearn_flavor()
             assert sk is not None
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                want = pool.submit(reference_outputs, self.model_dir, sk, self._all_int, x).result(timeout=600)
+            want = run_in_child(reference_outputs, (self.model_dir, sk, x), CHECK_TIMEOUT_SECONDS)
             if same(want, have):
                 self.kernel_check = "passed"
                 log.info("numpy kernel matches scikit-learn on %d probe rows", len(x))
                 return
+            self.kernel_check = "mismatch"
             log.error("numpy kernel differs from scikit-learn on probe rows: serving with scikit-learn from now on")
-            self._estimator()
-            self._kernel, self.kind, self.kernel_check = None, "sklearn-fast", "mismatch"
+            try:
+                self._estimator()
+            except ModelFailure as e:
+                self._kernel = None
+                self._fail(f"the numpy kernel differs from scikit-learn, which cannot serve instead: {e}")
+                return
+            self._kernel, self.kind = None, "sklearn-fast"
         except Exception as e:  # noqa: BLE001 - cannot check (estimator fails to load, child died): say so
             self.kernel_check = "unavailable"
             log.warning("numpy kernel unchecked: %s: %s", e.__class__.__name__, str(e)[:300])
         finally:
             self._checked.set()
+
+    def _kernel_on_probe(self) -> tuple[Any, list[Any]]:
+        """The probe rows the kernel answers itself (others go to scikit-learn anyway) and its outputs."""
+        from custom_predictor.kernels import NeedsEstimator
+
+        x = self._probe_matrix()
+        try:
+            return x, to_list(self._kernel(x))
+        except NeedsEstimator:
+            kept = []
+            for i in range(len(x)):
+                try:
+                    self._kernel(x[i : i + 1])
+                    kept.append(i)
+                except NeedsEstimator:
+                    pass
+            x = x[kept]
+            return x, to_list(self._kernel(x)) if len(x) else []
 
     def _probe_matrix(self) -> Any:
         """The self-test rows plus rows spread over (and beyond) their range, seeded so every start is alike."""
@@ -266,7 +291,7 @@ class Runtime:
                 probe[:, i] = np.round(probe[:, i])
             if spec.minimum is not None or spec.maximum is not None:
                 probe[:, i] = np.clip(probe[:, i], spec.minimum, spec.maximum)
-        return np.concatenate([base, probe])
+        return np.asfortranarray(np.concatenate([base, probe]).astype(self._dtype))
 
     # ---- predicting ----------------------------------------------------------------------------------------
     def predict(self, rows: list[dict[str, Any]], *, may_block: bool = True) -> list[Any]:
@@ -288,7 +313,7 @@ class Runtime:
             raise
         except Exception as e:  # noqa: BLE001 - the model's own errors become one safe error body
             log.warning("model raised %s while predicting %d rows", e.__class__.__name__, len(rows))
-            if isinstance(e, ValueError | TypeError) or getattr(e, "error_code", None) in _INPUT_ERROR_CODES:
+            if isinstance(e, _INPUT_ERRORS) or getattr(e, "error_code", None) in _INPUT_ERROR_CODES:
                 raise ModelRejectedInput(f"the model rejected the input ({e.__class__.__name__})") from None
             raise ModelFailure(f"the model raised {e.__class__.__name__}") from None
         if len(result) != len(rows):
@@ -305,11 +330,10 @@ class Runtime:
         return np.array(matrix, dtype=dtype, order="F")
 
     def _predict_kernel(self, rows: list[dict[str, Any]], may_block: bool) -> Any:
-        import numpy as np
 
         from custom_predictor.kernels import NeedsEstimator
 
-        x = self._matrix(rows, np.float64)
+        x = self._matrix(rows, self._dtype)
         kernel = self._kernel
         if kernel is not None:
             try:
@@ -321,10 +345,9 @@ class Runtime:
         return self._predict_estimator(rows)
 
     def _predict_estimator(self, rows: list[dict[str, Any]]) -> Any:
-        import numpy as np
 
         method = self._estimator()
-        return method(self._matrix(rows, np.int64 if self._all_int else np.float64))
+        return method(self._matrix(rows, self._dtype))
 
     def _predict_pyfunc(self, rows: list[dict[str, Any]]) -> Any:
         import numpy as np
@@ -369,39 +392,77 @@ class Runtime:
 
 
 def load_estimator(model_dir: Path, sk: dict[str, Any]) -> Any:
-    """The estimator in the sklearn flavor's file, loaded the way mlflow.sklearn loads it."""
+    """The estimator in the sklearn flavor's file, loaded the way mlflow.sklearn loads it, made sequential."""
     path = model_dir / str(sk.get("pickled_model", "model.pkl"))
     if sk.get("serialization_format", "pickle") == "skops":
         import skops.io
 
-        return skops.io.load(path, trusted=sk.get("skops_trusted_types"))
-    import cloudpickle  # also reads plain pickles
+        est = skops.io.load(path, trusted=sk.get("skops_trusted_types"))
+    else:
+        import cloudpickle  # also reads plain pickles
 
-    with path.open("rb") as f:
-        return cloudpickle.load(f)
+        with path.open("rb") as f:
+            est = cloudpickle.load(f)
+    # A forest fitted with n_jobs > 1 adds its trees' outputs in the order its threads finish: the last bits vary
+    # from call to call. One job adds them in order, as the kernels do, and answers a few rows sooner.
+    for part in [est, *(step for _, step in getattr(est, "steps", []) or [])]:
+        if getattr(part, "n_jobs", None) not in (None, 1):
+            part.n_jobs = None
+    return est
 
 
-def reference_outputs(model_dir: Path, sk: dict[str, Any], all_int: bool, x: Any) -> list[Any]:
-    """In a child process: the estimator's own predictions for the probe matrix `x` (the kernel check)."""
+def reference_outputs(model_dir: Path, sk: dict[str, Any], x: Any) -> list[Any]:
+    """In the check's child process: the estimator's own predictions for the probe matrix `x`."""
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    return to_list(getattr(load_estimator(model_dir, sk), sk["predict_fn"])(x))
+
+
+def run_in_child(fn: Any, args: tuple[Any, ...], timeout: float) -> Any:
+    """`fn(*args)` in a spawned child process at low priority (nice 10); killed if no answer within `timeout`."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(send, fn, args), name="kernel-check", daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(timeout):
+            raise TimeoutError(f"no answer within {timeout:.0f} s")
+        ok, value = receive.recv()
+    except EOFError:
+        raise RuntimeError("the child process died without an answer") from None
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+    if not ok:
+        raise RuntimeError(value)
+    return value
+
+
+def _child(send: Any, fn: Any, args: tuple[Any, ...]) -> None:
     import os
 
-    import numpy as np
-
     os.nice(10)  # leave the CPU to the requests being served
-    warnings.filterwarnings("ignore", message="X does not have valid feature names")
-    method = getattr(load_estimator(model_dir, sk), sk["predict_fn"])
-    return to_list(method(x.astype(np.int64) if all_int else x))
+    try:
+        send.send((True, fn(*args)))
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which logs it
+        send.send((False, f"{e.__class__.__name__}: {str(e)[:300]}"))
+    finally:
+        send.close()
 
 
 def same(want: Any, have: Any) -> bool:
-    """Kernel and estimator outputs agree: equal labels, floats within 1e-9 relative (BLAS may round apart)."""
+    """Kernel and estimator outputs are the same values, to the last bit (NaN equal to NaN)."""
     import numpy as np
 
     a, b = np.asarray(want), np.asarray(have)
     if a.shape != b.shape:
         return False
     if a.dtype.kind == "f" and b.dtype.kind == "f":
-        return bool(np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True))
+        return bool(np.array_equal(a, b, equal_nan=True))
     return bool(np.array_equal(a, b))
 
 

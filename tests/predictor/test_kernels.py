@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from custom_predictor import kernels, modelfile
-from custom_predictor.runtime import ModelRejectedInput, Runtime
+from custom_predictor.runtime import ModelRejectedInput, Runtime, to_list
 from tests.predictor import models
 from tests.predictor.test_fast_path import pyfunc_outputs, random_rows, runtime_for, save
 
@@ -31,8 +31,16 @@ REPO = Path(__file__).resolve().parents[2]
 TRUST_TREE = {"skops_trusted_types": ["sklearn.tree._tree.Tree"]}
 
 
+INTEGER_SCALE = np.array([10, 10, 10, 1, 10_000])
+"""The integer versions of the five features: a tenth of a millimetre (radius, perimeter), whole square
+millimetres (area), ten-thousandths (smoothness)."""
+
+
 def _data(target: str) -> tuple[pd.DataFrame, Any]:
     x, y = models.breast_cancer()
+    if target.startswith("integers-"):
+        ints = pd.DataFrame(np.round(x * INTEGER_SCALE).astype(np.int64), columns=models.FEATURES)
+        return ints, _data(target.removeprefix("integers-"))[1]
     frame = pd.DataFrame(x, columns=models.FEATURES)
     if target == "labels":
         return frame, np.array(["malignant", "benign"])[y]
@@ -96,6 +104,20 @@ CASES: dict[str, tuple[Callable[[], Any], str, str, str, dict[str, Any]]] = {
         {},
     ),
     "ridge-two-outputs-skops": (lambda: _sk("linear_model.Ridge", alpha=0.5), "two-values", "skops", "predict", {}),
+    "linear-regression-integer-inputs-skops": (
+        lambda: _sk("linear_model.LinearRegression"),
+        "integers-value",
+        "skops",
+        "predict",
+        {},
+    ),
+    "logistic-integer-inputs-proba-pickle": (
+        lambda: _sk("linear_model.LogisticRegression", max_iter=5000),
+        "integers-binary",
+        "pickle",
+        "predict_proba",
+        {},
+    ),
     "lasso-pickle": (lambda: _sk("linear_model.Lasso", alpha=0.05, max_iter=5000), "value", "pickle", "predict", {}),
     "imputed-elasticnet-skops": (
         lambda: _pipe(
@@ -160,6 +182,15 @@ CASES: dict[str, tuple[Callable[[], Any], str, str, str, dict[str, Any]]] = {
 }
 
 
+def _rows(case: str, n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Request rows for a case: 0.8x..1.2x of the training range (every branch side), integers where needed."""
+    rows = random_rows(n, models.FEATURES, seed=seed)
+    if not CASES[case][1].startswith("integers-"):
+        return rows
+    scale = dict(zip(models.FEATURES, INTEGER_SCALE.tolist(), strict=True))
+    return [{f: round(v * scale[f]) for f, v in row.items()} for row in rows]
+
+
 def _saved(tmp_path: Path, case: str) -> Path:
     build, target, fmt, fn, extra = CASES[case]
     frame, y = _data(target)
@@ -172,10 +203,48 @@ def test_kernel_equals_pyfunc(tmp_path: Path, case: str) -> None:
     folder = _saved(tmp_path, case)
     rt = runtime_for(folder, verify_kernel=False)
     assert rt.kind == "kernel", rt.kind
-    rows = random_rows(400, models.FEATURES, seed=11)  # 0.8x..1.2x of the training range, every branch side
+    rows = _rows(case, 400, seed=11)
     assert rt.predict(rows) == pyfunc_outputs(folder, rows)  # exactly equal, element by element
     for row in rows[:25]:  # one row at a time too (BLAS may round one row apart from a batch: so does pyfunc)
         assert rt.predict([row]) == pyfunc_outputs(folder, [row])
+
+
+@pytest.mark.parametrize("case", ["forest-regressor-pickle", "forest-classifier-proba-cloudpickle"])
+def test_large_batches_equal_pyfunc(tmp_path: Path, case: str) -> None:
+    """3,000 rows x 20-25 trees: the forest is walked tree after tree (bounded memory), with the same sums."""
+    folder = _saved(tmp_path, case)
+    rt = runtime_for(folder, verify_kernel=False)
+    rows = _rows(case, 3000, seed=5)
+    assert rt.predict(rows) == pyfunc_outputs(folder, rows)
+
+
+def test_a_forest_fitted_with_several_jobs_adds_its_trees_in_order(tmp_path: Path) -> None:
+    """scikit-learn's own threads add the trees in whatever order they finish (last bits vary from call to
+    call); the kernel, and the predictor's scikit-learn path, add them in order as one job does."""
+    frame, y = _data("three")
+    model = _sk("ensemble.RandomForestClassifier", n_estimators=40, n_jobs=2, random_state=0).fit(frame, y)
+    folder = save(tmp_path / "jobs", model, frame.iloc[:10], fmt="pickle", predict_fn="predict_proba")
+    rows = random_rows(500, models.FEATURES)
+    model.set_params(n_jobs=None)
+    in_order = to_list(model.predict_proba(np.asfortranarray(pd.DataFrame(rows).to_numpy())))
+    assert runtime_for(folder, verify_kernel=False).predict(rows) == in_order
+    assert runtime_for(folder, kernels=False).predict(rows) == in_order
+
+
+def test_integer_inputs_out_of_range_or_missing_are_rejected_as_scikit_learn_path_does(tmp_path: Path) -> None:
+    folder = _saved(tmp_path, "linear-regression-integer-inputs-skops")
+    data = _signature_contract()
+    for spec in data["inputs"]:
+        spec["type"] = "integer"
+    data["inputs"][1]["required"] = False
+    (folder / "contract.yaml").write_text(yaml.safe_dump(data))
+    row = _rows("linear-regression-integer-inputs-skops", 1)[0]
+    for kw in ({"verify_kernel": False}, {"kernels": False}):
+        rt = runtime_for(folder, **kw)
+        with pytest.raises(ModelRejectedInput):  # no NaN in an int64 matrix: pyfunc refuses the schema too
+            rt.predict([{k: v for k, v in row.items() if k != "texture"}])
+        with pytest.raises(ModelRejectedInput):  # beyond int64
+            rt.predict([{**row, "area": 2**70}])
 
 
 def test_imputer_kernel_fills_missing_values_like_scikit_learn(tmp_path: Path) -> None:
@@ -234,15 +303,66 @@ def test_background_check_passes_for_a_faithful_kernel(tmp_path: Path) -> None:
 
 
 def test_background_check_hands_over_when_the_kernel_disagrees(tmp_path: Path) -> None:
-    """The safety net: a kernel that is off by one part in a million loses to scikit-learn."""
+    """The safety net: a kernel one unit in the last place off loses to scikit-learn."""
     folder = _saved(tmp_path, "linear-regression-skops")
     rt = runtime_for(folder, verify_kernel=False)
     faithful = rt._kernel
-    rt._kernel = lambda x: faithful(x) * (1 + 1e-6)  # a kernel with a subtle defect
+    rt._kernel = lambda x: np.nextafter(faithful(x), np.inf)  # a kernel with the subtlest defect
     rt._check_kernel()
     assert (rt.kind, rt.kernel_check) == ("sklearn-fast", "mismatch")
     rows = random_rows(30, models.FEATURES)
     assert rt.predict(rows) == pyfunc_outputs(folder, rows)
+
+
+def test_background_check_compares_the_rows_the_kernel_takes(tmp_path: Path) -> None:
+    """Probe rows beyond float32 go to scikit-learn (a tree compares float32); the rest are still compared."""
+    frame, y = _data("value")
+    example = frame.iloc[:3].copy()
+    example["area"] = 2e38  # within float32: the self-test passes; the probe rows spread beyond it
+    model = _sk("tree.DecisionTreeRegressor", max_depth=5, random_state=0).fit(frame, y)
+    folder = save(tmp_path / "huge", model, example, fmt="pickle")
+    rt = runtime_for(folder, verify_kernel=False)
+    x, _ = rt._kernel_on_probe()
+    assert 0 < len(x) < len(rt._probe_matrix())
+    faithful = rt._kernel
+    rt._kernel = lambda x: np.nextafter(faithful(x), np.inf)
+    rt._check_kernel()
+    assert (rt.kind, rt.kernel_check) == ("sklearn-fast", "mismatch")
+
+
+def test_the_checks_child_process_is_killed_or_reported() -> None:
+    import multiprocessing
+    import os
+    import time
+
+    from custom_predictor.runtime import run_in_child
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        run_in_child(time.sleep, (60,), 1.0)
+    assert time.monotonic() - started < 10 and multiprocessing.active_children() == []
+    with pytest.raises(RuntimeError, match="ValueError: invalid literal"):
+        run_in_child(int, ("x",), 60)
+    with pytest.raises(RuntimeError, match="died"):
+        run_in_child(os._exit, (3,), 60)
+    assert run_in_child(sum, ([1, 2],), 60) == 3
+
+
+def test_a_tree_shared_by_a_forest_is_stored_once(tmp_path: Path) -> None:
+    """skops keeps one copy of an object referenced many times; so does the kernel (no blow-up at compile)."""
+    import skops.io
+
+    frame, y = _data("value")
+    forest = _sk("ensemble.RandomForestRegressor", n_estimators=2, random_state=0).fit(frame, y)
+    forest.estimators_ = [forest.estimators_[0]] * 300
+    forest.n_estimators = 300
+    skops.io.dump(forest, tmp_path / "m.skops")
+    obj = modelfile.read(tmp_path / "m.skops", "skops", [modelfile.TREE], kernels.CLASSES)
+    trees = [m.state["tree_"] for m in obj.state["estimators_"]]
+    assert len({id(t) for t in trees}) == 1
+    assert len(kernels._Forest(trees, 5, 1).threshold) == forest.estimators_[0].tree_.node_count
+    x = np.asfortranarray(frame.to_numpy()[:50])
+    assert kernels.compile_model(obj, "predict", 5)(x).tolist() == forest.predict(x).tolist()
 
 
 @pytest.mark.parametrize(
@@ -307,6 +427,16 @@ def test_a_tree_with_out_of_range_children_is_refused() -> None:
     regressor = modelfile.Obj("sklearn.tree._classes.DecisionTreeRegressor", {"n_outputs_": 1, "tree_": tree})
     with pytest.raises(kernels.Unsupported, match="out of range"):
         kernels.compile_model(regressor, "predict", 2)
+
+
+def test_a_pickle_asking_for_too_much_memory_is_a_model_file_error(tmp_path: Path) -> None:
+    class Huge:
+        def __reduce__(self) -> Any:
+            return (np.ndarray, ((2**50,),))  # one of the numpy constructors the reader does call
+
+    (tmp_path / "huge.pkl").write_bytes(pickle.dumps(Huge()))
+    with pytest.raises(modelfile.ModelFileError, match="MemoryError"):
+        modelfile.read(tmp_path / "huge.pkl", "pickle", None, kernels.CLASSES)
 
 
 def test_reading_a_model_file_imports_and_runs_nothing(tmp_path: Path) -> None:
