@@ -136,6 +136,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         thread = threading.Thread(target=load, name="model-load", daemon=True)
         thread.start()
         yield
+        runtime.close()
         await asyncio.to_thread(thread.join, 30)
 
     app = FastAPI(

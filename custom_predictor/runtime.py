@@ -86,6 +86,7 @@ class Runtime:
         self._integers_only = all(i.type == "integer" for i in contract.inputs)
         self._ready = threading.Event()
         self._checked = threading.Event()
+        self._closing = threading.Event()
 
     @property
     def ready(self) -> bool:
@@ -131,7 +132,7 @@ class Runtime:
         self.state = "ready"
         log.info("model ready kind=%s flavor=%s load_seconds=%.3f", self.kind, self.flavor, self.load_seconds)
         self._ready.set()
-        if self.kind == "kernel" and self.verify_kernel:
+        if self.kind == "kernel" and self.verify_kernel and not self._closing.is_set():
             self.kernel_check = "pending"
             threading.Thread(target=self._check_kernel, name="kernel-check", daemon=True).start()
         else:
@@ -146,6 +147,10 @@ class Runtime:
     def wait(self, timeout: float | None = None) -> bool:
         self._ready.wait(timeout)
         return self.ready
+
+    def close(self) -> None:
+        """The server is stopping: end the kernel check (its child process with it) and start no other."""
+        self._closing.set()
 
     def wait_checked(self, timeout: float | None = None) -> bool:
         """Wait for the kernel check (if any) to finish; True once it has."""
@@ -237,7 +242,7 @@ class Runtime:
                 raise RuntimeError("the kernel hands every probe row to scikit-learn")
             sk = self._sklearn_flavor()
             assert sk is not None
-            want = run_in_child(reference_outputs, (self.model_dir, sk, x), CHECK_TIMEOUT_SECONDS)
+            want = run_in_child(reference_outputs, (self.model_dir, sk, x), CHECK_TIMEOUT_SECONDS, self._closing)
             if same(want, have):
                 self.kernel_check = "passed"
                 log.info("numpy kernel matches scikit-learn on %d probe rows", len(x))
@@ -417,18 +422,25 @@ def reference_outputs(model_dir: Path, sk: dict[str, Any], x: Any) -> list[Any]:
     return to_list(getattr(load_estimator(model_dir, sk), sk["predict_fn"])(x))
 
 
-def run_in_child(fn: Any, args: tuple[Any, ...], timeout: float) -> Any:
-    """`fn(*args)` in a spawned child process at low priority (nice 10); killed if no answer within `timeout`."""
+def run_in_child(fn: Any, args: tuple[Any, ...], timeout: float, cancel: threading.Event | None = None) -> Any:
+    """`fn(*args)` in a spawned child process at low priority (nice 10). The child is killed when no answer came
+    within `timeout` (TimeoutError), when `cancel` is set (CancelledError), and when this process dies."""
     import multiprocessing
+    import os
+    from concurrent.futures import CancelledError
 
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, fn, args), name="kernel-check", daemon=True)
+    child = ctx.Process(target=_child, args=(send, os.getpid(), fn, args), name="kernel-check", daemon=True)
     child.start()
     send.close()
+    deadline = time.monotonic() + timeout
     try:
-        if not receive.poll(timeout):
-            raise TimeoutError(f"no answer within {timeout:.0f} s")
+        while not receive.poll(0.1):
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("the predictor is stopping")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer within {timeout:.0f} s")
         ok, value = receive.recv()
     except EOFError:
         raise RuntimeError("the child process died without an answer") from None
@@ -442,9 +454,17 @@ def run_in_child(fn: Any, args: tuple[Any, ...], timeout: float) -> Any:
     return value
 
 
-def _child(send: Any, fn: Any, args: tuple[Any, ...]) -> None:
+def _child(send: Any, parent: int, fn: Any, args: tuple[Any, ...]) -> None:
+    import ctypes
     import os
+    import signal
 
+    try:  # Linux: die with the parent, however it ends
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
+    if os.getppid() != parent:  # the parent ended while this process started
+        return
     os.nice(10)  # leave the CPU to the requests being served
     try:
         send.send((True, fn(*args)))

@@ -17,6 +17,7 @@ Prints a markdown table with ratios and PASS/FAIL per goal of issue 3. BENCH_QUI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -112,6 +113,23 @@ def targets(model_uri: str, tracking_uri: str, row: dict[str, float]) -> list[Ta
     return [mlflow, ours, estimator]
 
 
+def stop_quietly(proc: subprocess.Popen, deadline_s: float = 10.0) -> None:
+    """Stop `proc`'s process group, then wait until none of its processes runs (a child the predictor started
+    just before it stopped would otherwise still use the core the next server's cold start is measured on)."""
+    stop(proc)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < deadline_s:
+        alive = []
+        for p in psutil.process_iter(["status"]):
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getpgid(p.pid) == proc.pid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+        if not alive:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"processes of group {proc.pid} still run {deadline_s} s after it was stopped")
+
+
 def predict_once(t: Target, timeout: float = 2.0) -> int:
     request = urllib.request.Request(t.url, data=t.body, headers={"Content-Type": "application/json"})
     try:
@@ -182,7 +200,7 @@ def measure_cold_starts(ts: list[Target], workdir: Path) -> dict[str, list[float
     for rep in range(COLD_REPS):
         for t in ts:
             proc, seconds = start(t, workdir / f"cold-{rep}-{t.name.replace(' ', '-')}.log")
-            stop(proc)
+            stop_quietly(proc)
             cold[t.name].append(seconds)
     return cold
 

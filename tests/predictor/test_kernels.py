@@ -13,6 +13,8 @@ import pickle
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -333,7 +335,7 @@ def test_background_check_compares_the_rows_the_kernel_takes(tmp_path: Path) -> 
 def test_the_checks_child_process_is_killed_or_reported() -> None:
     import multiprocessing
     import os
-    import time
+    from concurrent.futures import CancelledError
 
     from custom_predictor.runtime import run_in_child
 
@@ -346,6 +348,46 @@ def test_the_checks_child_process_is_killed_or_reported() -> None:
     with pytest.raises(RuntimeError, match="died"):
         run_in_child(os._exit, (3,), 60)
     assert run_in_child(sum, ([1, 2],), 60) == 3
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    with pytest.raises(CancelledError):
+        run_in_child(time.sleep, (60,), 60, cancel)
+    assert multiprocessing.active_children() == []
+
+
+def test_the_checks_child_dies_with_the_predictor() -> None:
+    """A predictor killed while its check runs leaves nothing behind (PR_SET_PDEATHSIG)."""
+    import psutil
+
+    script = "import threading, time, os\nfrom custom_predictor.runtime import run_in_child\n"
+    script += "threading.Thread(target=run_in_child, args=(time.sleep, (120,), 300), daemon=True).start()\n"
+    script += "time.sleep(60)\n"
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    try:
+        children: list[Any] = []
+        deadline = time.monotonic() + 30
+        while not children and time.monotonic() < deadline:  # the child runs its task once it is at nice 10
+            time.sleep(0.1)
+            spawned = [c for c in psutil.Process(parent.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+            children = [c for c in spawned if c.nice() == 10]
+        assert children, "the check's child did not start its task"
+    finally:
+        parent.kill()
+        parent.wait(10)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [] and len(gone) == len(children)
+
+
+def test_a_closed_runtime_starts_no_check(tmp_path: Path) -> None:
+    from custom_predictor.app import resolve_contract
+    from custom_predictor.settings import Settings
+    from custom_predictor.source import fetch
+
+    src = fetch(Settings(model_uri=str(_saved(tmp_path, "lasso-pickle"))))
+    rt = Runtime(src.model_dir, src.mlmodel, resolve_contract(src)[0])
+    rt.close()  # the server stopped while the model loaded
+    rt.load()
+    assert rt.kind == "kernel" and rt.wait_checked(1) and rt.kernel_check is None
 
 
 def test_a_tree_shared_by_a_forest_is_stored_once(tmp_path: Path) -> None:
