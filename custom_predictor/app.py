@@ -12,12 +12,13 @@ import contextlib
 import gc
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
@@ -274,29 +275,48 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         )
     app.include_router(api)
 
+    model_name: Any = Annotated[
+        str,
+        FastAPIPath(
+            description=f"The model's name in the KServe protocols: `{path}` (any other is a 404).",
+            openapi_examples={"this predictor's model": {"value": path}},
+        ),
+    ]
+
     def check_name(name: str) -> None:
         if name != path:
             raise PredictorError(404, "not_found", f"this predictor serves the model '{path}' only")
 
     kserve = APIRouter(tags=["kserve"], responses=errors.RESPONSES)
 
+    def kserve_route(route: str, method: str, *, body: Any = None, **kw: Any) -> Callable[[Any], Any]:
+        """Register a KServe route with its `name` (and `body`) typed for this model in the OpenAPI document."""
+
+        def register(fn: Any) -> Any:
+            if "name" in fn.__annotations__:
+                fn.__annotations__["name"] = model_name
+            if body is not None:
+                fn.__annotations__["body"] = body
+            kserve.add_api_route(route, fn, methods=[method], **kw)
+            return fn
+
+        return register
+
+    @kserve_route(
+        "/v1/models/{name}:predict",
+        "POST",
+        body=schemas.v1_request,
+        response_model=V1Response,
+        operation_id="v1_predict",
+        summary="KServe V1 predict",
+    )
     async def v1_predict(name: str, body: V1Request) -> Response:
         check_name(name)
         locate = v1_locate(body.instances, contract.input_names)
         rows = validate_rows(v1_rows(body.instances, contract.input_names), "instances", locate)
         return _json({"predictions": await run(rows)})
 
-    v1_predict.__annotations__["body"] = schemas.v1_request
-    kserve.add_api_route(
-        "/v1/models/{name}:predict",
-        v1_predict,
-        methods=["POST"],
-        response_model=V1Response,
-        operation_id="v1_predict",
-        summary="KServe V1 predict",
-    )
-
-    @kserve.get("/v1/models/{name}", operation_id="v1_model", summary="KServe V1 model status")
+    @kserve_route("/v1/models/{name}", "GET", operation_id="v1_model", summary="KServe V1 model status")
     async def v1_model(name: str) -> Response:
         check_name(name)
         return _json({"name": path, "ready": runtime.ready}, 200 if runtime.ready else 503)
@@ -305,6 +325,14 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     async def v1_models() -> Response:
         return _json({"models": [path]})
 
+    @kserve_route(
+        "/v2/models/{name}/infer",
+        "POST",
+        body=schemas.v2_request,
+        response_model=V2Response,
+        operation_id="v2_infer",
+        summary="Open Inference Protocol (V2) infer",
+    )
     async def v2_infer(name: str, body: V2Request) -> Response:
         check_name(name)
         rows = validate_rows(v2_rows(body, contract, settings.max_records), "inputs", v2_locate(body, contract))
@@ -316,17 +344,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
             {"model_name": path, "model_version": source.version, "id": body.id, "parameters": {}, "outputs": outputs}
         )
 
-    v2_infer.__annotations__["body"] = schemas.v2_request
-    kserve.add_api_route(
-        "/v2/models/{name}/infer",
-        v2_infer,
-        methods=["POST"],
-        response_model=V2Response,
-        operation_id="v2_infer",
-        summary="Open Inference Protocol (V2) infer",
-    )
-
-    @kserve.get("/v2/models/{name}", operation_id="v2_model_metadata", summary="V2 model metadata")
+    @kserve_route("/v2/models/{name}", "GET", operation_id="v2_model_metadata", summary="V2 model metadata")
     async def v2_metadata(name: str) -> Response:
         check_name(name)
         outs = [
@@ -347,7 +365,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
             }
         )
 
-    @kserve.get("/v2/models/{name}/ready", operation_id="v2_model_ready", summary="V2 model readiness")
+    @kserve_route("/v2/models/{name}/ready", "GET", operation_id="v2_model_ready", summary="V2 model readiness")
     async def v2_model_ready(name: str) -> Response:
         check_name(name)
         return _json({"name": path, "ready": runtime.ready}, 200 if runtime.ready else 503)

@@ -71,15 +71,25 @@ def validation_details(errors: list[Any], locate: Callable[[list[Any]], str] = l
     return details
 
 
+def _documented(
+    description: str, code: str, message: str, details: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    example = {"error": code, "message": message, "details": details or []}
+    return {"model": ErrorBody, "description": description, "content": {"application/json": {"example": example}}}
+
+
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not JSON."},
-    422: {
-        "model": ErrorBody,
-        "description": "The input does not match the model's contract, or the model "
-        "rejected it (ValueError/TypeError).",
-    },
-    500: {"model": ErrorBody, "description": "The model failed (the input is not echoed)."},
-    503: {"model": ErrorBody, "description": "The model is not loaded yet, or its self-test failed."},
+    400: _documented("The body is not JSON.", "invalid_json", "the request body is not valid JSON"),
+    422: _documented(
+        "The input does not match the model's contract, or the model rejected it (ValueError/TypeError).",
+        "invalid_input",
+        "the request does not match the model's contract",
+        [{"loc": "records[0].radius", "msg": "Input should be a valid number", "type": "float_type"}],
+    ),
+    500: _documented("The model failed (the input is not echoed).", "model_error", "the model raised RuntimeError"),
+    503: _documented(
+        "The model is not loaded yet, or its self-test failed.", "not_ready", "the model is still loading"
+    ),
 }
 
 

@@ -216,6 +216,19 @@ def test_metrics(classifier: Any) -> None:
     assert 'route="unmatched"' in classifier.get("/metrics").text
 
 
+def test_openapi_documents_kserve_names_and_error_bodies(classifier: Any) -> None:
+    spec = classifier.get("/openapi.json").json()
+    op = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    (name,) = op["parameters"]
+    assert name["examples"] == {"this predictor's model": {"value": PATH}} and PATH in name["description"]
+    examples = {
+        code: r["content"]["application/json"]["example"]["error"]
+        for code, r in op["responses"].items()
+        if code != "200"
+    }
+    assert examples == {"400": "invalid_json", "422": "invalid_input", "500": "model_error", "503": "not_ready"}
+
+
 def test_openapi_documents_the_contract(contract_client: Any) -> None:
     spec = contract_client.get("/openapi.json").json()
     paths = spec["paths"]

@@ -123,3 +123,20 @@ def test_try_it_out_predicts(predictor: Predictor, browser: Browser, tmp_path: P
     assert page.off_host() == []
     assert page.problems == []
     page.context.close()
+
+
+def test_try_it_out_kserve_needs_no_typing(predictor: Predictor, browser: Browser) -> None:
+    """The KServe routes' model name is filled in with this predictor's: "Try it out", "Execute", 200."""
+    page = Page(browser)
+    page.page.goto(f"{predictor.api}/", wait_until="networkidle")
+    page.page.locator('.opblock-summary-path[data-path="/v2/models/{name}"]').click()
+    block = page.page.locator(".opblock.is-open")
+    block.locator("button.try-out__btn").click()
+    assert block.locator(".parameters input").first.input_value() == PATH
+    block.locator("button.execute").click()
+    status = block.locator(".live-responses-table tr.response .response-col_status").first
+    status.wait_for(timeout=20_000)
+    assert status.inner_text().strip() == "200"
+    assert any(u.endswith(f"/v2/models/{PATH}") for u in page.requests)
+    assert page.off_host() == [] and page.problems == []
+    page.context.close()
