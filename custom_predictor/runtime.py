@@ -8,7 +8,8 @@ Three ways to run a model, fastest first:
 - sklearn-fast: the estimator itself, unpickled directly and called on a numpy array (no pyfunc wrapper).
 - pyfunc: `mlflow.pyfunc.load_model` for everything else (dependency check suppressed).
 Tests prove the first two give exactly pyfunc's outputs.
-Neighbours: `source` gives the folder, `contract` the inputs; `app` calls `predict` from its routes.
+Neighbours: `source` gives the folder, `contract` the inputs; `kernels` and `check` the numpy path and its check;
+`app` calls `predict` from its routes.
 """
 
 from __future__ import annotations
@@ -27,10 +28,6 @@ from custom_predictor.contract import PY_TYPES, Contract
 log = logging.getLogger("custom_predictor.runtime")
 
 _FAST_FORMATS = ("pickle", "cloudpickle", "skops")
-PROBE_ROWS = 256
-"""Synthetic rows (besides the self-test rows) on which the kernel is checked against the estimator."""
-CHECK_TIMEOUT_SECONDS = 600.0
-"""The check's child process is killed (and the kernel left unchecked) after this long."""
 
 
 class WouldBlock(Exception):
@@ -236,13 +233,15 @@ class Runtime:
         process's GIL for seconds just when the first requests after a cold start arrive, and would keep
         scikit-learn in memory for nothing.
         """
+        from custom_predictor.check import TIMEOUT_SECONDS, reference_outputs, run_in_child, same
+
         try:
             x, have = self._kernel_on_probe()
             if len(x) == 0:
                 raise RuntimeError("the kernel hands every probe row to scikit-learn")
             sk = self._sklearn_flavor()
             assert sk is not None
-            want = run_in_child(reference_outputs, (self.model_dir, sk, x), CHECK_TIMEOUT_SECONDS, self._closing)
+            want = run_in_child(reference_outputs, (self.model_dir, sk, x), TIMEOUT_SECONDS, self._closing)
             if same(want, have):
                 self.kernel_check = "passed"
                 log.info("numpy kernel matches scikit-learn on %d probe rows", len(x))
@@ -264,9 +263,10 @@ class Runtime:
 
     def _kernel_on_probe(self) -> tuple[Any, list[Any]]:
         """The probe rows the kernel answers itself (others go to scikit-learn anyway) and its outputs."""
+        from custom_predictor.check import probe_matrix
         from custom_predictor.kernels import NeedsEstimator
 
-        x = self._probe_matrix()
+        x = probe_matrix(self.contract, self.self_test_rows(), self._dtype)
         try:
             return x, to_list(self._kernel(x))
         except NeedsEstimator:
@@ -279,24 +279,6 @@ class Runtime:
                     pass
             x = x[kept]
             return x, to_list(self._kernel(x)) if len(x) else []
-
-    def _probe_matrix(self) -> Any:
-        """The self-test rows plus rows spread over (and beyond) their range, seeded so every start is alike."""
-        import numpy as np
-
-        rows = [[r.get(n) for n in self.names] for r in self.self_test_rows()]
-        base = np.array(rows, dtype=np.float64) if rows else np.zeros((1, len(self.names)))
-        base = np.nan_to_num(base)
-        low, high = base.min(axis=0), base.max(axis=0)
-        span = np.maximum(high - low, np.maximum(np.abs(high), 1.0))
-        rng = np.random.default_rng(0)
-        probe = rng.uniform(low - span, high + span, size=(PROBE_ROWS, len(self.names)))
-        for i, spec in enumerate(self.contract.inputs):
-            if spec.type == "integer":
-                probe[:, i] = np.round(probe[:, i])
-            if spec.minimum is not None or spec.maximum is not None:
-                probe[:, i] = np.clip(probe[:, i], spec.minimum, spec.maximum)
-        return np.asfortranarray(np.concatenate([base, probe]).astype(self._dtype))
 
     # ---- predicting ----------------------------------------------------------------------------------------
     def predict(self, rows: list[dict[str, Any]], *, may_block: bool = True) -> list[Any]:
@@ -414,76 +396,6 @@ def load_estimator(model_dir: Path, sk: dict[str, Any]) -> Any:
         if getattr(part, "n_jobs", None) not in (None, 1):
             part.n_jobs = None
     return est
-
-
-def reference_outputs(model_dir: Path, sk: dict[str, Any], x: Any) -> list[Any]:
-    """In the check's child process: the estimator's own predictions for the probe matrix `x`."""
-    warnings.filterwarnings("ignore", message="X does not have valid feature names")
-    return to_list(getattr(load_estimator(model_dir, sk), sk["predict_fn"])(x))
-
-
-def run_in_child(fn: Any, args: tuple[Any, ...], timeout: float, cancel: threading.Event | None = None) -> Any:
-    """`fn(*args)` in a spawned child process at low priority (nice 10). The child is killed when no answer came
-    within `timeout` (TimeoutError), when `cancel` is set (CancelledError), and when this process dies."""
-    import multiprocessing
-    import os
-    from concurrent.futures import CancelledError
-
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, os.getpid(), fn, args), name="kernel-check", daemon=True)
-    child.start()
-    send.close()
-    deadline = time.monotonic() + timeout
-    try:
-        while not receive.poll(0.1):
-            if cancel is not None and cancel.is_set():
-                raise CancelledError("the predictor is stopping")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no answer within {timeout:.0f} s")
-        ok, value = receive.recv()
-    except EOFError:
-        raise RuntimeError("the child process died without an answer") from None
-    finally:
-        receive.close()
-        if child.is_alive():
-            child.kill()
-        child.join(5)
-    if not ok:
-        raise RuntimeError(value)
-    return value
-
-
-def _child(send: Any, parent: int, fn: Any, args: tuple[Any, ...]) -> None:
-    import ctypes
-    import os
-    import signal
-
-    try:  # Linux: die with the parent, however it ends
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (AttributeError, OSError):
-        pass
-    if os.getppid() != parent:  # the parent ended while this process started
-        return
-    os.nice(10)  # leave the CPU to the requests being served
-    try:
-        send.send((True, fn(*args)))
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which logs it
-        send.send((False, f"{e.__class__.__name__}: {str(e)[:300]}"))
-    finally:
-        send.close()
-
-
-def same(want: Any, have: Any) -> bool:
-    """Kernel and estimator outputs are the same values, to the last bit (NaN equal to NaN)."""
-    import numpy as np
-
-    a, b = np.asarray(want), np.asarray(have)
-    if a.shape != b.shape:
-        return False
-    if a.dtype.kind == "f" and b.dtype.kind == "f":
-        return bool(np.array_equal(a, b, equal_nan=True))
-    return bool(np.array_equal(a, b))
 
 
 def nan_if_none(v: Any) -> Any:

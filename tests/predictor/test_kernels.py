@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from custom_predictor import kernels, modelfile
+from custom_predictor.check import probe_matrix
 from custom_predictor.runtime import ModelRejectedInput, Runtime, to_list
 from tests.predictor import models
 from tests.predictor.test_fast_path import pyfunc_outputs, random_rows, runtime_for, save
@@ -325,7 +326,7 @@ def test_background_check_compares_the_rows_the_kernel_takes(tmp_path: Path) -> 
     folder = save(tmp_path / "huge", model, example, fmt="pickle")
     rt = runtime_for(folder, verify_kernel=False)
     x, _ = rt._kernel_on_probe()
-    assert 0 < len(x) < len(rt._probe_matrix())
+    assert 0 < len(x) < len(probe_matrix(rt.contract, rt.self_test_rows(), np.float64))
     faithful = rt._kernel
     rt._kernel = lambda x: np.nextafter(faithful(x), np.inf)
     rt._check_kernel()
@@ -337,7 +338,7 @@ def test_the_checks_child_process_is_killed_or_reported() -> None:
     import os
     from concurrent.futures import CancelledError
 
-    from custom_predictor.runtime import run_in_child
+    from custom_predictor.check import run_in_child
 
     started = time.monotonic()
     with pytest.raises(TimeoutError):
@@ -359,7 +360,7 @@ def test_the_checks_child_dies_with_the_predictor() -> None:
     """A predictor killed while its check runs leaves nothing behind (PR_SET_PDEATHSIG)."""
     import psutil
 
-    script = "import threading, time, os\nfrom custom_predictor.runtime import run_in_child\n"
+    script = "import threading, time, os\nfrom custom_predictor.check import run_in_child\n"
     script += "threading.Thread(target=run_in_child, args=(time.sleep, (120,), 300), daemon=True).start()\n"
     script += "time.sleep(60)\n"
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
