@@ -56,7 +56,9 @@ class AdapterSettings(BaseSettings):
     serving_image_allowlist: str = Field(
         "", description="Images a tag may choose (comma list) besides PREDICTOR_IMAGE."
     )
-    serving_env_allowlist: str = Field("LOG_LEVEL", description="Env names a `serving.env.<NAME>` tag may set.")
+    serving_env_allowlist: str = Field(
+        "LOG_LEVEL,KERNELS,VERIFY_KERNEL", description="Env names a `serving.env.<NAME>` tag may set."
+    )
     field_manager: str = Field("service-builder", description="Server-side apply field manager.")
     # Kubernetes access: K8S_API + K8S_API_KEY override in-cluster and kubeconfig.
     k8s_api: str = Field("", description="API server URL (with K8S_API_KEY).")

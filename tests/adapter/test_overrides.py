@@ -172,6 +172,17 @@ def test_hostile_env_value_stays_a_value() -> None:
     assert yaml.safe_load(to_yaml(doc)) == doc and doc["kind"] == "InferenceService"
 
 
+def test_by_default_owners_may_switch_the_predictors_kernels() -> None:
+    """The predictor's numpy kernels and their check can be turned off for one model from MLflow."""
+    settings = AdapterSettings(predictor_image="img:1")
+    tags = {"serving.env.KERNELS": "false", "serving.env.VERIFY_KERNEL": "false"}
+    doc = render(settings, VersionInfo("m", "1", tags=tags), overrides=resolve(settings, {}, tags))
+    env = {e["name"]: e.get("value") for e in cont(doc)["env"]}
+    assert (env["KERNELS"], env["VERIFY_KERNEL"]) == ("false", "false")
+    with pytest.raises(OverrideError, match="SERVING_ENV_ALLOWLIST"):
+        resolve(settings, {}, {"serving.env.FAST_PATH": "false"})
+
+
 def test_local_predictors_never_inherit_the_adapters_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("K8S_API_KEY", "k8s-token")
     monkeypatch.setenv("MLFLOW_WEBHOOK_SECRET", "hook-secret")
