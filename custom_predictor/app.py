@@ -181,11 +181,11 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     async def run(rows: list[dict[str, Any]]) -> list[Any]:
         require_ready()
         try:
-            try:
-                if not (runtime.inline and len(rows) <= 64):
-                    raise WouldBlock
-                preds = runtime.predict(rows, may_block=False)
-            except WouldBlock:
+            preds = None
+            if runtime.inline and len(rows) <= 64:  # quick enough for the event loop, unless scikit-learn must load
+                with contextlib.suppress(WouldBlock):
+                    preds = runtime.predict(rows, may_block=False)
+            if preds is None:
                 preds = await run_in_threadpool(runtime.predict, rows)
         except ModelRejectedInput as e:
             raise PredictorError(422, "model_rejected_input", str(e)) from None

@@ -15,8 +15,6 @@ from custom_predictor.contract import Contract
 from custom_predictor.errors import PredictorError
 from custom_predictor.kserve_schemas import DATATYPES, V2Request, matrix_datatypes
 
-_NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
-
 
 def _bad(loc: str, msg: str, kind: str = "value_error") -> PredictorError:
     return PredictorError(
@@ -175,7 +173,3 @@ def _bytes(values: list[Any]) -> list[Any]:
 def v2_metadata_tensors(contract: Contract) -> list[dict[str, Any]]:
     kinds = {"integer": "INT64", "double": "FP64", "boolean": "BOOL", "string": "BYTES"}
     return [{"name": i.name, "datatype": kinds[i.type], "shape": [-1]} for i in contract.inputs]
-
-
-def is_numeric(datatype: str) -> bool:
-    return datatype in _NUMERIC

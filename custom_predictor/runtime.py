@@ -2,8 +2,8 @@
 
 Three ways to run a model, fastest first:
 - kernel: a scikit-learn model that `kernels` covers is read with `modelfile` and evaluated in numpy, without
-  importing scikit-learn (most of a cold start). Once serving, a background thread loads the real estimator,
-  compares the two on probe rows, and hands over to the estimator if they ever differ (`kernel_check`).
+  importing scikit-learn (most of a cold start). Once serving, a low-priority child process runs the real
+  estimator on probe rows (`check`), and the runtime hands over to it if the two differ (`kernel_check`).
   Rows the kernel leaves to scikit-learn (a NaN where nothing imputes it) go to the estimator.
 - sklearn-fast: the estimator itself, unpickled directly and called on a numpy array (no pyfunc wrapper).
 - pyfunc: `mlflow.pyfunc.load_model` for everything else (dependency check suppressed).
@@ -81,6 +81,7 @@ class Runtime:
         self._tensor = len(self.names) > 0 and contract.source == "signature" and self._tensor_signature()
         self._defaults = {i.name: i.default for i in contract.inputs if i.default is not None}
         self._integers_only = all(i.type == "integer" for i in contract.inputs)
+        self._sk = self._sklearn_flavor()
         self._ready = threading.Event()
         self._checked = threading.Event()
         self._closing = threading.Event()
@@ -108,7 +109,7 @@ class Runtime:
         """Load the model and run the self-test; never raises (failures land in `state`/`reason`)."""
         t0 = time.perf_counter()
         try:
-            sk = self._sklearn_flavor() if self.want_fast else None
+            sk = self._sk if self.want_fast else None
             if sk is not None and not self.allow_pickle:
                 raise RuntimeError("MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false: refusing to deserialize the model")
             if sk is not None and self.want_kernel:
@@ -209,8 +210,7 @@ class Runtime:
         with self._estimator_lock:
             if self._method is None and self._estimator_error is None:
                 try:
-                    sk = self._sklearn_flavor()
-                    if sk is None or not self._load_estimator(sk):
+                    if self._sk is None or not self._load_estimator(self._sk):
                         raise RuntimeError("the estimator cannot be called directly")
                     gc.collect()
                     gc.freeze()
@@ -239,9 +239,7 @@ class Runtime:
             x, have = self._kernel_on_probe()
             if len(x) == 0:
                 raise RuntimeError("the kernel hands every probe row to scikit-learn")
-            sk = self._sklearn_flavor()
-            assert sk is not None
-            want = run_in_child(reference_outputs, (self.model_dir, sk, x), TIMEOUT_SECONDS, self._closing)
+            want = run_in_child(reference_outputs, (self.model_dir, self._sk, x), TIMEOUT_SECONDS, self._closing)
             if same(want, have):
                 self.kernel_check = "passed"
                 log.info("numpy kernel matches scikit-learn on %d probe rows", len(x))
@@ -292,7 +290,7 @@ class Runtime:
             if self._kernel is not None:
                 out = self._predict_kernel(rows, may_block)
             elif self._method is not None:
-                out = self._predict_estimator(rows)
+                out = self._method(self._matrix(rows, self._dtype))
             else:
                 out = self._predict_pyfunc(rows)
             result = to_list(out)
@@ -317,7 +315,6 @@ class Runtime:
         return np.array(matrix, dtype=dtype, order="F")
 
     def _predict_kernel(self, rows: list[dict[str, Any]], may_block: bool) -> Any:
-
         from custom_predictor.kernels import NeedsEstimator
 
         x = self._matrix(rows, self._dtype)
@@ -329,12 +326,7 @@ class Runtime:
                 pass
         if self._method is None and not may_block:
             raise WouldBlock
-        return self._predict_estimator(rows)
-
-    def _predict_estimator(self, rows: list[dict[str, Any]]) -> Any:
-
-        method = self._estimator()
-        return method(self._matrix(rows, self._dtype))
+        return self._estimator()(x)  # the same matrix: the estimator takes what the kernel takes
 
     def _predict_pyfunc(self, rows: list[dict[str, Any]]) -> Any:
         import numpy as np
