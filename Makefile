@@ -6,10 +6,10 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench demo e2e e2e-down images clean
+.PHONY: help install controlplane test lint bench demo e2e e2e-down images clean
 
 help: ## List the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,7 +19,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## Make .venv with runtime and dev dependencies
 
-test: install ## Run the whole test suite
+controlplane: install ## Build etcd, kube-apiserver, kubectl and the KServe manager from the Go module proxy (cached outside the repo)
+	$(PY) -m tests.controlplane.build
+
+test: install controlplane ## Run the whole test suite
 	$(VENV)/bin/pytest
 
 lint: install ## ruff, mypy and import-linter contracts
@@ -31,7 +34,7 @@ lint: install ## ruff, mypy and import-linter contracts
 demo: install ## Run it all locally: MLflow, two example models, the adapter, predictors (no cluster)
 	$(PY) scripts/demo.py
 
-bench: install ## Benchmarks (figures go in the README); installs Debian's wrk if missing
+bench: install controlplane ## Benchmarks (figures go in the README); installs Debian's wrk if missing
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "make bench needs wrk (apt-get install wrk)" >&2; exit 1; }
 	$(PY) -m tests.bench
@@ -47,3 +50,4 @@ e2e-down: ## Delete the kind cluster of make e2e
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	@echo "the control plane's binaries stay in $${SERVICE_BUILDER_CACHE:-$$HOME/.cache/service-builder}/controlplane"

@@ -54,7 +54,12 @@ def build(settings: AdapterSettings, *, manage: bool = True) -> Any:
     else:
         from adapter.kube import KubeCluster, api_client
 
-        cluster = KubeCluster(api_client(settings), settings.k8s_name_space, settings.field_manager)
+        cluster = KubeCluster(
+            api_client(settings),
+            settings.k8s_name_space,
+            settings.field_manager,
+            settings.k8s_request_timeout_seconds,
+        )
     return Reconciler(settings, registry, cluster)
 
 

@@ -24,7 +24,6 @@ from adapter.settings import AdapterSettings
 from adapter.types import MANAGED_BY, MANAGED_BY_LABEL
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-TIMEOUT = (5, 30)
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +37,8 @@ def api_client(settings: AdapterSettings) -> client.ApiClient:
             cfg.api_key = {"authorization": token}
             cfg.api_key_prefix = {"authorization": "Bearer"}
         cfg.verify_ssl = settings.k8s_verify_ssl
+        if settings.k8s_ca_file:
+            cfg.ssl_ca_cert = settings.k8s_ca_file
         return client.ApiClient(cfg)
     try:
         config.load_incluster_config()
@@ -63,15 +64,16 @@ def _status_message(e: ApiException) -> str:
 class KubeCluster:
     """InferenceServices in one namespace, as dicts."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, field_manager: str) -> None:
+    def __init__(self, api: client.ApiClient, namespace: str, field_manager: str, timeout: float = 30.0) -> None:
         self.namespace = namespace
         self.field_manager = field_manager
+        self.timeout = (min(5.0, timeout), timeout)  # (connect, read) seconds
         self._objects = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, _request_timeout=TIMEOUT, **kwargs)
+            return fn(*args, _request_timeout=self.timeout, **kwargs)
         except ApiException as e:
             status = int(e.status or 0)
             msg = f"Kubernetes {what}: {status} {_status_message(e)}"

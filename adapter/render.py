@@ -22,6 +22,7 @@ from adapter.types import (
     ANN_MODEL_NAME,
     ANN_MODEL_URI,
     ANN_MODEL_VERSION,
+    ANN_MODEL_VERSION_URL,
     ANN_RUN_ID,
     LABEL_MODEL_VERSION,
     MANAGED_BY,
@@ -88,6 +89,7 @@ def render(
     ann[ANN_MODEL_NAME] = version.name
     ann[ANN_MODEL_VERSION] = version.version
     ann[ANN_MODEL_URI] = uri
+    ann[ANN_MODEL_VERSION_URL] = settings.model_version_url(version.name, version.version)
     if version.run_id:
         ann[ANN_RUN_ID] = version.run_id
     meta["annotations"] = ann

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,9 @@ class AdapterSettings(BaseSettings):
         "", description="Only models whose name matches this MLflow LIKE pattern (e.g. `team-a-%`); empty: all."
     )
     predictor_tracking_uri: str = Field("", description="Tracking URI as predictor pods see it.")
+    mlflow_ui_url: str = Field(
+        "", description="MLflow UI as users reach it, for the links on each InferenceService; default the tracking URI."
+    )
     predictor_secret_name: str = Field(
         "", description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the predictor; empty: none."
     )
@@ -64,6 +68,8 @@ class AdapterSettings(BaseSettings):
     k8s_api: str = Field("", description="API server URL (with K8S_API_KEY).")
     k8s_api_key: SecretStr = Field(SecretStr(""), description="Bearer token for K8S_API.")
     k8s_verify_ssl: bool = Field(True, description="Verify the API server certificate (K8S_API mode).")
+    k8s_ca_file: str = Field("", description="CA bundle that signed the API server certificate (K8S_API mode).")
+    k8s_request_timeout_seconds: float = Field(30.0, gt=0, description="Longest wait for one API server answer.")
     kubeconfig: str = Field("", description="Path to a kubeconfig (default ~/.kube/config).")
     # Webhook receiver (`run` only); WEBHOOK_PORT=0 turns it off.
     webhook_host: str = Field("0.0.0.0", description="Bind address of the webhook receiver.")
@@ -124,6 +130,13 @@ class AdapterSettings(BaseSettings):
     @property
     def tracking_uri_for_predictor(self) -> str:
         return self.predictor_tracking_uri or self.mlflow_tracking_uri
+
+    def model_version_url(self, name: str, version: str) -> str:
+        """The MLflow UI page of a model version (credentials in the URI are never part of it)."""
+        parts = urlsplit(self.mlflow_ui_url or self.mlflow_tracking_uri)
+        host = parts.netloc.rpartition("@")[2]
+        base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+        return f"{base}/#/models/{quote(name, safe='')}/versions/{quote(version, safe='')}"
 
     def in_scope(self, model_name: str) -> bool:
         """Whether MODEL_NAME_LIKE (an MLflow LIKE pattern: % any run, _ one character) admits the name."""

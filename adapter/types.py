@@ -54,6 +54,7 @@ ANN_MODEL_NAME = "mlflow.org/model-name"
 ANN_MODEL_VERSION = "mlflow.org/model-version"
 ANN_RUN_ID = "mlflow.org/run-id"
 ANN_MODEL_URI = "mlflow.org/model-uri"
+ANN_MODEL_VERSION_URL = "mlflow.org/model-version-url"  # the version's page in the MLflow UI
 LABEL_MODEL_VERSION = "mlflow.org/model-version"
 
 

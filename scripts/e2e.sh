@@ -6,8 +6,8 @@
 #   bash scripts/e2e.sh down    delete the cluster
 #   E2E_DRY_RUN=1 bash scripts/e2e.sh up   print the exact commands, in order, and run none
 #
-# Needs docker, kind (v0.33.x, to match the pinned node image), kubectl, curl, and the project's
-# virtualenv (`make install`: mlflow and scikit-learn register the demo model from the host).
+# Needs docker, kubectl, curl, kind v0.30.0 (or Go, which installs exactly that release from the Go
+# module proxy into ~/.cache/service-builder), and the project's virtualenv (`make install`: mlflow and scikit-learn register the demo model from the host).
 # On failure it prints `kubectl describe`, logs and events, and exits non-zero. The cluster stays
 # up after success or failure so you can look around; `make e2e-down` deletes it.
 
@@ -21,12 +21,16 @@ ROOT="$(cd "$HERE/.." && pwd)"
 cd "$ROOT"
 
 # ---- Versions, pinned together (docs/deploy.md explains the choice) ----------------------------
-KIND_RELEASE="v0.33"
-KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d}"
-CERT_MANAGER_VERSION="v1.17.0"
-KNATIVE_SERVING_VERSION="knative-v1.21.1"
-KNATIVE_KOURIER_VERSION="knative-v1.21.0"
-KSERVE_VERSION="v0.20.0"
+# Each is a release whose Go module the module proxy serves, so each can be checked against its source
+# (tests/deploy/test_versions.py does): the module in brackets.
+KIND_VERSION="v0.30.0"                     # [sigs.k8s.io/kind v0.30.0]
+# Empty: the node image kind v0.30.0 names in pkg/apis/config/defaults/image.go (Kubernetes v1.34.0,
+# pinned there by digest). Set it only to the image, with its digest, that your kind release lists.
+KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-}"
+CERT_MANAGER_VERSION="v1.17.0"             # [github.com/cert-manager/cert-manager v1.17.0]
+KNATIVE_SERVING_VERSION="knative-v1.21.1"  # [knative.dev/serving v0.48.1], the one KServe v0.20.0 builds against
+KNATIVE_KOURIER_VERSION="knative-v1.21.0"  # [knative.dev/net-kourier v0.48.0]
+KSERVE_VERSION="v0.20.0"                   # [github.com/kserve/kserve v0.20.0]
 
 CERT_MANAGER_URL="https://github.com/cert-manager/cert-manager/releases/download/${CERT_MANAGER_VERSION}/cert-manager.yaml"
 KNATIVE_URL="https://github.com/knative/serving/releases/download/${KNATIVE_SERVING_VERSION}"
@@ -229,18 +233,29 @@ on_error() {
 
 preflight() {
   [[ "$DRY_RUN" == "1" ]] && return 0
-  local tool kind_version
-  for tool in docker kind kubectl curl; do
+  local tool
+  for tool in docker kubectl curl; do
     command -v "$tool" >/dev/null 2>&1 || { say "e2e: '$tool' is not installed or not on PATH"; exit 1; }
   done
+  resolve_kind
   [[ -x "$PYTHON" ]] || { say "e2e: $PYTHON not found: run 'make install' first (or set PYTHON)"; exit 1; }
   docker info >/dev/null 2>&1 || { say "e2e: docker is installed but the daemon does not answer"; exit 1; }
-  kind_version="$(kind version)"
-  if [[ "$kind_version" != "kind ${KIND_RELEASE}."* ]]; then
-    say "e2e: warning: found '$kind_version'; the node image is pinned for kind ${KIND_RELEASE}.x."
-    say "     If cluster creation or 'kind load' fails, set KIND_NODE_IMAGE to the Kubernetes v1.34"
-    say "     image (with its @sha256 digest) listed in the release notes of your kind version."
+}
+
+# kind ${KIND_VERSION}: the one on PATH if it is that release, else installed with Go from the module proxy.
+resolve_kind() {
+  local found="" bin="${XDG_CACHE_HOME:-$HOME/.cache}/service-builder/kind-${KIND_VERSION}"
+  command -v kind >/dev/null 2>&1 && found="$(kind version)"
+  [[ "$found" == "kind ${KIND_VERSION} "* ]] && return 0
+  if [[ ! -x "$bin/kind" ]]; then
+    command -v go >/dev/null 2>&1 || {
+      say "e2e: needs kind ${KIND_VERSION}${found:+ (found: $found)}, or Go to install it"
+      exit 1
+    }
+    say "e2e: installing kind ${KIND_VERSION} into $bin (go install sigs.k8s.io/kind@${KIND_VERSION})"
+    GOBIN="$bin" go install "sigs.k8s.io/kind@${KIND_VERSION}"
   fi
+  PATH="$bin:$PATH"
 }
 
 # The ingress section of KServe's config with disableIstioVirtualHost=true, as a merge patch.
@@ -252,11 +267,11 @@ up() {
   trap cleanup EXIT
   preflight
 
-  step "Create the kind cluster '$CLUSTER' (pinned node image)"
+  step "Create the kind cluster '$CLUSTER' (kind ${KIND_VERSION}, its own node image unless KIND_NODE_IMAGE is set)"
   if [[ "$DRY_RUN" != "1" ]] && kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
     say "cluster '$CLUSTER' exists: reusing it"
   else
-    run kind create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --wait 180s
+    run kind create cluster --name "$CLUSTER" ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"} --wait 180s
   fi
   k wait --for=condition=Ready nodes --all --timeout=180s
 

@@ -29,3 +29,15 @@ def tracking_uri(mlflow_srv: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> s
     mlflow.set_tracking_uri(mlflow_srv.url)
     mlflow.set_registry_uri(mlflow_srv.url)
     return mlflow_srv.url
+
+
+# The real control plane (etcd, kube-apiserver, KServe manager) and its helpers: tests/controlplane/fixtures.py.
+from tests.controlplane.fixtures import (  # noqa: E402
+    admin_api,
+    control_plane,
+    k8s_namespace,
+    knative,
+    kube_proxy,
+)
+
+__all__ = ["admin_api", "control_plane", "k8s_namespace", "knative", "kube_proxy"]

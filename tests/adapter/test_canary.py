@@ -1,4 +1,5 @@
-"""Canary, promotion and rollback from MLflow tags, against the API stand-in with KServe's traffic played."""
+"""Canary, promotion and rollback from MLflow tags, against the real KServe controller (its traffic split;
+Knative played)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_canary_then_promote_then_a_rollback(world: World) -> None:
     client.set_model_version_tag(name, "2", "stage", "production")
     assert rec.run_pass().by_model()[name].action == "updated"
     assert canary_field(world, isvc) == 20
-    world.play(isvc, "ready", canary=20)
+    world.play(isvc, "ready")
     assert rec.run_pass().by_model()[name].status == "ready"
     t1, t2 = world.tags(name, 1), world.tags(name, 2)
     assert t2["deployment.traffic"] == t1["deployment.traffic"] == "v2:20% v1:80%"
@@ -56,13 +57,13 @@ def test_canary_then_promote_then_a_rollback(world: World) -> None:
     client.set_model_version_tag(name, "3", "serving.canary_percent", "10")
     client.set_model_version_tag(name, "3", "stage", "production")
     rec.run_pass()
-    world.play(isvc, "ready", canary=10)
+    world.play(isvc, "ready")
     rec.run_pass()
     assert world.tags(name, 3)["deployment.traffic"] == "v3:10% v2:90%"
     client.set_model_version_tag(name, "3", "serving.canary_percent", "0")
     assert rec.run_pass().by_model()[name].action == "updated"
     assert canary_field(world, isvc) == 0
-    world.play(isvc, "ready", canary=0)
+    world.play(isvc, "ready")
     rec.run_pass()
     t2, t3 = world.tags(name, 2), world.tags(name, 3)
     assert t3["deployed"] == "false" and "model_endpoint" not in t3

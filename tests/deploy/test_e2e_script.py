@@ -35,7 +35,7 @@ count() {
   echo "$n"
 }
 case "$name" in
-  kind) [[ "$1" == version ]] && echo "kind v0.33.0 go1.25.3 linux/amd64" ;;
+  kind) [[ "$1" == version ]] && echo "kind v0.30.0 go1.24.6 linux/amd64" ;;
   curl)
     if [[ "$line" == *"%{time_total}"* ]]; then printf '4.217'
     elif [[ "$line" == *"/api/v1/predict"* ]]; then echo '{"predictions":[0]}'
@@ -110,7 +110,7 @@ def printed(out: str) -> list[str]:
 
 # The spec's order: each entry must match a later printed command than the one before.
 EXPECTED_ORDER = [
-    r"^kind create cluster --name service-builder-e2e --image kindest/node:v1\.34\.\d+@sha256:[0-9a-f]{64} ",
+    r"^kind create cluster --name service-builder-e2e --wait 180s$",
     r"^kubectl .* wait --for=condition=Ready nodes",
     r"^kubectl .* apply -f https://github\.com/cert-manager/cert-manager/releases/download/v1\.17\.\d+/cert-manager\.yaml$",
     r"^kubectl .* wait --for=condition=Available deployment --all -n cert-manager",
@@ -305,7 +305,7 @@ def test_a_failed_check_fails_the_run(stand_ins: dict[str, str], tmp_path: Path)
 
 
 def test_preflight_names_a_missing_tool(stand_ins: dict[str, str]) -> None:
-    os.remove(Path(stand_ins["PATH"].split(":")[0]) / "kind")
+    os.remove(Path(stand_ins["PATH"].split(":")[0]) / "kubectl")
     env = {**stand_ins, "PATH": stand_ins["PATH"].replace(":/usr/bin:/bin", ":/nonexistent")}
     proc = subprocess.run(
         ["/bin/bash", str(REPO / "scripts" / "e2e.sh"), "up"],
@@ -316,8 +316,20 @@ def test_preflight_names_a_missing_tool(stand_ins: dict[str, str]) -> None:
         timeout=60,
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "e2e: 'kind' is not installed or not on PATH"
+    assert proc.stderr.strip() == "e2e: 'kubectl' is not installed or not on PATH"
     assert calls(stand_ins) == []
+
+
+def test_preflight_wants_the_pinned_kind_or_go_to_install_it(stand_ins: dict[str, str]) -> None:
+    fake = Path(stand_ins["PATH"].split(":")[0]) / "kind"
+    fake.write_text(fake.read_text().replace("kind v0.30.0 go1.24.6", "kind v0.33.0 go1.25.3"))
+    assert not any((Path(d) / "go").exists() for d in stand_ins["PATH"].split(":")), "this test needs Go off PATH"
+    proc = run_script(stand_ins, "up")
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip() == "e2e: needs kind v0.30.0 (found: kind v0.33.0 go1.25.3 linux/amd64), or Go to install it"
+    )
+    assert calls(stand_ins) == ["kind version"]
 
 
 def test_images_script_builds_both_images_from_the_repo_root(stand_ins: dict[str, str]) -> None:

@@ -14,11 +14,9 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from adapter import naming
-from tests.kubeapi.server import KubeApiServer
+from tests.controlplane.fixtures import Namespace
 from tests.servers import MlflowServer, free_port, wait_http
 from tests.webhooks.conftest import SECRET
-
-NS = "models"
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
@@ -31,18 +29,25 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 
 def test_webhook_drives_the_run_loop_and_polling_is_the_safety_net(
-    webhook_mlflow: MlflowServer, tmp_path: Path
+    webhook_mlflow: MlflowServer, tmp_path: Path, control_plane, admin_api, k8s_namespace: Namespace
 ) -> None:
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    objects = k8s.CustomObjectsApi(admin_api)
+
     prefix = f"wh{uuid.uuid4().hex[:6]}-"
     port = free_port()
     url = f"http://127.0.0.1:{port}/webhooks/mlflow"
     client = MlflowClient(webhook_mlflow.url, registry_uri=webhook_mlflow.url)
-    with KubeApiServer() as kube:
+    if True:
         env = dict(
             os.environ,
             MLFLOW_TRACKING_URI=webhook_mlflow.url,
-            K8S_API=kube.url,
-            K8S_NAME_SPACE=NS,
+            K8S_API=control_plane.url,
+            K8S_API_KEY=k8s_namespace.token,
+            K8S_CA_FILE=str(control_plane.ca),
+            K8S_NAME_SPACE=k8s_namespace.name,
             MODEL_NAME_LIKE=f"{prefix}%",
             POLL_INTERVAL_SECONDS="600",
             WEBHOOK_HOST="127.0.0.1",
@@ -61,7 +66,18 @@ def test_webhook_drives_the_run_loop_and_polling_is_the_safety_net(
                 client.create_model_version(f"{prefix}{model}", source="s3://m/x", await_creation_for=0)
 
             def isvc(model: str):
-                return kube.get_object("inferenceservices", NS, naming.isvc_name(f"{prefix}{model}"))
+                try:
+                    return objects.get_namespaced_custom_object(
+                        "serving.kserve.io",
+                        "v1beta1",
+                        k8s_namespace.name,
+                        "inferenceservices",
+                        naming.isvc_name(f"{prefix}{model}"),
+                    )
+                except ApiException as e:
+                    if e.status == 404:
+                        return None
+                    raise
 
             with open(log, "w") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "adapter", "run"], env=env, stderr=out)
