@@ -64,9 +64,17 @@ def _status_message(e: ApiException) -> str:
 class KubeCluster:
     """InferenceServices in one namespace, as dicts."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, field_manager: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        field_manager: str,
+        timeout: float = 30.0,
+        managed_by: str = MANAGED_BY,
+    ) -> None:
         self.namespace = namespace
         self.field_manager = field_manager
+        self.managed_by = managed_by  # the app.kubernetes.io/managed-by value of the objects this client owns
         self.timeout = (min(5.0, timeout), timeout)  # (connect, read) seconds
         self._objects = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
@@ -86,6 +94,14 @@ class KubeCluster:
             raise TransientError(f"Kubernetes {what}: API server unreachable ({type(e).__name__})") from None
 
     def list_owned(self) -> list[dict[str, Any]]:
+        """The InferenceServices labelled as ours (`app.kubernetes.io/managed-by=<managed_by>`)."""
+        return self._list(label_selector=f"{MANAGED_BY_LABEL}={self.managed_by}")
+
+    def list_all(self) -> list[dict[str, Any]]:
+        """Every InferenceService in the namespace, ours or not (one call: unowned names are seen too)."""
+        return self._list()
+
+    def _list(self, **kw: str) -> list[dict[str, Any]]:
         res = self._call(
             "list inferenceservices",
             self._objects.list_namespaced_custom_object,
@@ -93,7 +109,7 @@ class KubeCluster:
             VERSION,
             self.namespace,
             PLURAL,
-            label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+            **kw,
         )
         return list(res.get("items") or [])
 
