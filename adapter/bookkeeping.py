@@ -78,10 +78,63 @@ def read(obj: Mapping[str, Any] | None) -> Bookkeeping | None:
     return Bookkeeping(ann[ANN_FINGERPRINT], ann.get(ANN_BASE_REVISION, ""), parse_time(ann.get(ANN_STARTED)))
 
 
-def changed(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
-    """Whether `desired` must be applied over `observed` (which carries bookkeeping)."""
+def changed(desired: Mapping[str, Any], observed: Mapping[str, Any] | None, field_manager: str = "") -> bool:
+    """Whether `desired` must be applied over `observed` (which carries bookkeeping): another fingerprint, another
+    traffic split, or a spec field we set that another field manager has since taken over (an edit by hand)."""
     kept = read(observed)
-    return kept is None or kept.fingerprint != fingerprint(desired) or _traffic(desired) != _traffic(observed)
+    if kept is None or kept.fingerprint != fingerprint(desired) or _traffic(desired) != _traffic(observed):
+        return True
+    return bool(field_manager) and edited_by_others(desired, observed, field_manager)
+
+
+def _paths(node: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The leaf field paths of a managedFields `fieldsV1` tree (`f:name`, `k:{json}`, `v:json` steps)."""
+    out: list[tuple[str, ...]] = []
+    for key, sub in node.items():
+        if key == ".":
+            continue
+        path = (*prefix, key)
+        if isinstance(sub, Mapping) and any(k != "." for k in sub):
+            out += _paths(sub, path)
+        else:
+            out.append(path)
+    return out
+
+
+def _sets(doc: Any, path: tuple[str, ...]) -> bool:
+    """Whether `doc` (our manifest) sets the field at a managedFields path."""
+    node = doc
+    for step in path:
+        kind, _, arg = step.partition(":")
+        if kind == "f" and isinstance(node, Mapping) and arg in node:
+            node = node[arg]
+        elif kind == "k" and isinstance(node, list):
+            keys = json.loads(arg)
+            node = next(
+                (i for i in node if isinstance(i, Mapping) and all(i.get(k) == v for k, v in keys.items())), None
+            )
+            if node is None:
+                return False
+        elif kind == "v" and isinstance(node, list):
+            return json.loads(arg) in node
+        else:
+            return False
+    return True
+
+
+def edited_by_others(desired: Mapping[str, Any], observed: Mapping[str, Any] | None, field_manager: str) -> bool:
+    """Whether another field manager (kubectl edit, a patch) now owns a spec field `desired` sets.
+
+    Server-side apply records who owns each field (`metadata.managedFields`); an update by someone else takes
+    the fields it changed, and our forced apply takes them back, after which this is false again: no apply loop.
+    Status writers (KServe's controller) and fields we never set do not count."""
+    for e in ((observed or {}).get("metadata") or {}).get("managedFields") or []:
+        if not isinstance(e, Mapping) or e.get("subresource") or e.get("manager") == field_manager:
+            continue
+        spec = (e.get("fieldsV1") or {}).get("f:spec")
+        if isinstance(spec, Mapping) and any(_sets(desired.get("spec"), p) for p in _paths(spec)):
+            return True
+    return False
 
 
 def stamp(desired: dict[str, Any], observed: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:

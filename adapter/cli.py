@@ -68,8 +68,7 @@ def cmd_sync(settings: AdapterSettings, _: argparse.Namespace) -> int:
     if not result.ok:
         print(f"service-builder: pass failed: {result.error}", file=sys.stderr)
         return 1
-    errors = [o for o in result.outcomes if o.action == "error"]
-    return 2 if errors else 0
+    return 2 if result.failed else 0
 
 
 def _safe_pass(reconciler: Any, only: set[str] | None = None) -> None:

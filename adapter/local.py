@@ -252,6 +252,10 @@ class LocalCluster:
                 out.append(self._refresh(state))
         return out
 
+    def list_all(self) -> list[dict[str, Any]]:
+        """Every local service is this adapter's own (the state folder is not shared)."""
+        return self.list_owned()
+
     def get(self, name: str) -> dict[str, Any] | None:
         state = self._load(name)
         return self._refresh(state) if state else None

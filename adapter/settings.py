@@ -50,6 +50,9 @@ class AdapterSettings(BaseSettings):
         "", description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the predictor; empty: none."
     )
     mlflow_s3_endpoint_url: str = Field("", description="S3 endpoint for MLflow artifacts (not a secret).")
+    writeback_concurrency: int = Field(
+        8, ge=1, le=64, description="Models reconciled (applied and tagged) at the same time in a pass."
+    )
     rollout_deadline_seconds: float = Field(600.0, gt=0, description="A rollout not ready by then: failed.")
     template_path: Path = Field(TEMPLATE_DIR / "inferenceservice.yaml", description="InferenceService template.")
     # Caps and allow-lists for model owners' `serving.*` tags (defaults are the template's values).

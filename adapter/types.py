@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 # Model-version tags written back by the adapter (the webhook receiver ignores these keys).
 TAG_STATUS = "deployment.status"
@@ -43,8 +44,35 @@ OWN_TAG_KEYS = frozenset(
     }
 )
 
-# Status values of `deployment.status`.
-DEPLOYING, READY, FAILED, SUPERSEDED, RETIRED = "deploying", "ready", "failed", "superseded", "retired"
+
+class Status(StrEnum):
+    """Values of `deployment.status`."""
+
+    DEPLOYING = "deploying"
+    READY = "ready"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"  # a newer version took over
+    RETIRED = "retired"  # no longer marked for serving
+
+
+class Action(StrEnum):
+    """What a pass did to a model's InferenceService; set only after the effect happened."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    SKIPPED = "skipped"  # nothing attempted (backing off, a known permanent failure, an invalid input)
+    ERROR = "error"  # an effect or a write-back was refused or kept failing
+
+
+DEPLOYING, READY, FAILED, SUPERSEDED, RETIRED = (
+    Status.DEPLOYING,
+    Status.READY,
+    Status.FAILED,
+    Status.SUPERSEDED,
+    Status.RETIRED,
+)
 ACTIVE_STATES = frozenset({DEPLOYING, READY, FAILED})
 
 # Labels and annotations on owned InferenceServices.
@@ -91,8 +119,11 @@ class Snapshot:
     models: dict[str, ModelInfo] = field(default_factory=dict)
     tagged: dict[str, list[VersionInfo]] = field(default_factory=dict)  # carry DEPLOY_TAG
     managed: dict[str, list[VersionInfo]] = field(default_factory=dict)  # carry deployment.status
+    fetched: dict[tuple[str, str], VersionInfo] = field(default_factory=dict)  # selected, fetched one by one
 
     def known_version(self, name: str, version: str) -> VersionInfo | None:
+        if (name, version) in self.fetched:
+            return self.fetched[(name, version)]
         for group in (self.managed.get(name, ()), self.tagged.get(name, ())):
             for v in group:
                 if v.version == version:

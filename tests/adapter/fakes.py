@@ -99,6 +99,10 @@ class FakeCluster:
             if o["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "service-builder"
         ]
 
+    def list_all(self) -> list[dict[str, Any]]:
+        self._err("list")
+        return [copy.deepcopy(o) for o in self.objects.values()]
+
     def get(self, name: str) -> dict[str, Any] | None:
         self._err("get")
         o = self.objects.get(name)

@@ -45,7 +45,9 @@ def test_a_new_version_is_a_new_rollout_based_on_the_revision_seen_now() -> None
     first = observed(bk.stamp(desired("1"), None, T0), "m-predictor-00001")
     assert bk.changed(desired("2"), first)
     second = bk.stamp(desired("2"), first, T0 + timedelta(minutes=5))
-    assert bk.read(second) == bk.Bookkeeping(bk.fingerprint(desired("2")), "m-predictor-00001", T0 + timedelta(minutes=5))
+    assert bk.read(second) == bk.Bookkeeping(
+        bk.fingerprint(desired("2")), "m-predictor-00001", T0 + timedelta(minutes=5)
+    )
 
 
 def test_traffic_alone_changes_no_annotation_but_is_a_change() -> None:

@@ -131,3 +131,18 @@ def test_run_keeps_going_and_stops_cleanly_on_sigterm(world: World) -> None:
         err = proc.stderr.read() if proc.stderr else ""
     assert "Stopped" in err and "Traceback" not in err
     assert "Pass skipped" in err
+
+
+def test_sync_exits_2_when_the_cluster_refuses_an_apply(world: World, tmp_path) -> None:
+    """KServe's validating webhook refuses the manifest: `sync` says why, records `error`, exits 2."""
+    template = yaml.safe_load(world.settings.template_path.read_text())
+    template["spec"]["predictor"].update(minReplicas=5, maxReplicas=2)
+    path = tmp_path / "inferenceservice.yaml"
+    path.write_text(yaml.safe_dump(template))
+    name = world.model("refused", stage="production")
+    p = cli("sync", env=env_for(world, TEMPLATE_PATH=str(path)))
+    assert p.returncode == 2, p.stderr
+    assert "Cannot deploy" in p.stderr and "cannot be greater than MaxReplicas" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert world.tags(name, 1)["deployment.status"] == "failed"
+    assert world.isvc(naming.isvc_name(name)) is None

@@ -4,6 +4,7 @@ through the fault proxy with the adapter's own ServiceAccount token."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 from adapter import naming
 from tests.adapter import crd
@@ -76,6 +77,26 @@ def test_alias_new_version_rollout_then_retire(world: World) -> None:
     assert world.mlflow.get_registered_model(name).tags == {"deployed": "false"}
 
 
+def test_a_hand_edit_of_a_field_we_set_is_reverted_once(world: World) -> None:
+    """Server-side apply's field ownership tells an edit by hand from KServe's own writes: a spec field we set and
+    someone else now owns is applied back, once; a field we never set is theirs to keep."""
+    name = world.model("edited", stage="production")
+    isvc = naming.isvc_name(name)
+    rec = world.reconciler()
+    rec.run_pass()
+    world.play(isvc, "ready")
+    rec.run_pass()
+    edit = '{"spec":{"predictor":{"minReplicas":2}}}'
+    world.plane.kubectl("patch", "isvc", isvc, "-n", world.ns, "--type=merge", "-p", edit)
+    assert rec.run_pass().by_model()[name].action == "updated"
+    assert world.isvc(isvc)["spec"]["predictor"]["minReplicas"] == 0
+    world.kube.reset_log()
+    assert rec.run_pass().by_model()[name].action == "unchanged" and world.kube.count("PATCH") == 0
+    theirs = '{"spec":{"predictor":{"nodeSelector":{"pool":"gpu"}}}}'
+    world.plane.kubectl("patch", "isvc", isvc, "-n", world.ns, "--type=merge", "-p", theirs)
+    assert rec.run_pass().by_model()[name].action == "unchanged" and world.kube.count("PATCH") == 0
+
+
 def test_kubernetes_500_and_429_then_recovery(world: World) -> None:
     name = world.model("a", stage="production")
     world.kube.inject("PATCH", world.isvc_path, status=500, times=1)
@@ -131,8 +152,6 @@ def test_one_models_api_error_never_stops_the_others(world: World) -> None:
 
 
 def test_never_ready_hits_the_deadline(world: World) -> None:
-    from datetime import UTC, datetime, timedelta
-
     name = world.model("slow", stage="production")
     skew = {"s": 0.0}
     rec = world.reconciler(now=lambda: datetime.now(UTC) + timedelta(seconds=skew["s"]))
@@ -226,27 +245,26 @@ def test_crash_between_apply_and_write_back(world: World) -> None:
     class Crash(BaseException):
         pass
 
-    real = rec.registry.set_version_tags
     calls = {"n": 0}
 
     def dying(*a, **kw):
         calls["n"] += 1
-        if calls["n"] == 2:  # after the intent and the apply, before the rollout write-back
-            raise Crash()
-        return real(*a, **kw)
+        raise Crash()  # the process dies right after the apply, before any tag is written
 
     rec.registry.set_version_tags = dying
     try:
         rec.run_pass()
     except Crash:
         pass
-    assert world.kube.count("PATCH", world.isvc_path) == 1
+    assert calls["n"] == 1 and world.kube.count("PATCH", world.isvc_path) == 1
+    assert "deployment.status" not in world.tags(name, 1)  # nothing was written before the apply
     fresh = world.reconciler()
     out = fresh.run_pass().by_model()
     assert out[name].action == "unchanged" and world.kube.count("PATCH", world.isvc_path) == 1
-    world.play(naming.isvc_name(name), "ready")
+    assert world.tags(name, 1)["deployment.status"] == "deploying"
+    world.play(naming.isvc_name(name), "ready")  # a Ready from before the crash's apply would not count
     assert fresh.run_pass().by_model()[name].status == "ready"
-    assert len(world.isvcs()) == 1
+    assert len(world.isvcs()) == 1 and world.kube.count("PATCH", world.isvc_path) == 1
 
 
 def test_mlflow_down_then_back(world: World, tmp_path) -> None:
@@ -271,3 +289,59 @@ def test_mlflow_down_then_back(world: World, tmp_path) -> None:
         assert out[name].action == "created"
     finally:
         server.stop()
+
+
+def _legacy_apply(world: World, name: str, version: str) -> None:
+    """What the adapter before bookkeeping-on-the-object applied: today's manifest without the annotations it
+    did not have (bookkeeping, the MLflow link), by the same field manager."""
+    from adapter.render import render, to_yaml
+    from adapter.types import ANN_MODEL_VERSION_URL, VersionInfo
+
+    doc = render(world.settings, VersionInfo(name, version))
+    del doc["metadata"]["annotations"][ANN_MODEL_VERSION_URL]
+    world.plane.kubectl("apply", "--server-side", "--field-manager=service-builder", "-f", "-", input=to_yaml(doc))
+
+
+def test_services_deployed_with_the_old_bookkeeping_are_adopted_without_a_redeploy(world: World) -> None:
+    name = world.model("legacy", versions=2)
+    isvc = naming.isvc_name(name)
+    world.mlflow.set_model_version_tag(name, "1", "stage", "production")
+    _legacy_apply(world, name, "1")
+    rev1 = world.play(isvc, "ready")
+    url = f"http://{isvc}-predictor.{world.ns}.example.com"
+    old_tags = {
+        "deployment.status": "ready",
+        "deployed": "true",
+        "model_endpoint": f"{url}/{naming.service_path(name)}/api/",
+        "deployment.url": url,
+        "deployment.inferenceservice": f"{world.ns}/{isvc}",
+        "deployment.revision": rev1,
+        "deployment.base_revision": "",
+        "deployment.started_at": "2026-01-01T00:00:00+00:00",
+        "deployment.updated_at": "2026-01-01T00:01:00+00:00",
+    }
+    for k, v in old_tags.items():
+        world.mlflow.set_model_version_tag(name, "1", k, v)
+    world.mlflow.set_registered_model_tag(name, "deployed", "true")
+    world.mlflow.set_registered_model_tag(name, "deployed_version", "1")
+    rec = world.reconciler()
+    world.kube.reset_log()
+    out = rec.run_pass().by_model()[name]
+    assert (out.action, out.status, out.tag_writes) == ("unchanged", "ready", 0)
+    assert world.kube.count(writes_only=True) == 0  # no apply: no new revision, no redeploy
+
+    # A rollout the old adapter started and did not finish: its base revision is in MLflow, a Ready is left over.
+    world.mlflow.set_model_version_tag(name, "2", "stage", "production")
+    _legacy_apply(world, name, "2")
+    for k, v in {"deployment.status": "deploying", "deployment.base_revision": rev1, "deployed": "false"}.items():
+        world.mlflow.set_model_version_tag(name, "2", k, v)
+    world.mlflow.set_model_version_tag(name, "2", "deployment.started_at", old_tags["deployment.started_at"])
+    rec = world.reconciler(now=lambda: datetime(2026, 1, 1, 0, 5, tzinfo=UTC))  # within the old deadline
+    world.kube.reset_log()
+    assert rec.run_pass().by_model()[name].status == "deploying"
+    assert world.kube.count(writes_only=True) == 0
+    world.play(isvc, "ready")
+    out = rec.run_pass().by_model()[name]
+    assert (out.action, out.status) == ("unchanged", "ready") and world.kube.count(writes_only=True) == 0
+    assert world.tags(name, 1)["deployment.status"] == "superseded"
+    assert world.tags(name, 2)["model_endpoint"] == old_tags["model_endpoint"]

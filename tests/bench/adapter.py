@@ -1,11 +1,15 @@
-"""Adapter benchmarks: pass cost over a large registry, and webhook latency from tag set to apply.
+"""Adapter benchmarks: pass cost over a large registry, this checkout side by side with an older one, and
+webhook latency from tag set to apply.
 
-1. Pass cost: 200 models x 20 versions (4,000 versions), 10 of them production (5 by tag, 5 by alias),
-   against a real `mlflow server` (sqlite) and the real control plane (kube-apiserver with the KServe
-   controller, Knative played; tests/controlplane), the adapter using its ServiceAccount token through the
-   counting proxy. Reports wall time and
-   MLflow / Kubernetes call counts for a pass with everything to do (10 creates), the write-back pass
-   once KServe reports ready, and a pass with nothing to do (median of 5).
+1. Pass cost: 200 models x 20 versions (4,000 versions) per side, 10 of them production (5 by tag, 5 by alias),
+   against one real `mlflow server` (sqlite) and the real control plane (kube-apiserver with the KServe
+   controller, Knative played; tests/controlplane). Two adapters run the same passes over identical model sets
+   (MODEL_NAME_LIKE keeps them apart), each in its own namespace with the ServiceAccount token, through its own
+   counting proxy: this checkout, and the baseline commit BASELINE (the main before the planner), checked out
+   with `git worktree` into a temporary folder and driven by tests/bench/pass_driver.py. Reports wall time and
+   MLflow / Kubernetes calls for a pass with everything to do (10 creates), the write-back pass once KServe
+   reports ready, and a pass with nothing to do (median of 5). Goal: the write-back pass at most a third of the
+   baseline's.
 2. Webhook latency: `service-builder run` with POLL_INTERVAL_SECONDS=600 and the receiver on; for 20
    trials, set the production tag on a fresh model and time until its InferenceService exists.
 
@@ -14,6 +18,8 @@ BENCH_QUICK=1 shrinks both (20 x 5 versions, 5 trials) for a smoke run. Loopback
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import statistics
@@ -21,17 +27,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from mlflow import MlflowClient
 
 from adapter import naming
-from adapter.kube import KubeCluster, api_client
-from adapter.reconcile import Reconciler
-from adapter.registry import MlflowRegistry
-from adapter.settings import AdapterSettings
 from tests.controlplane.fixtures import Namespace, new_namespace
 from tests.controlplane.knative import Knative
 from tests.controlplane.plane import ControlPlane, running
@@ -41,10 +46,13 @@ from tests.servers import free_port, mlflow_server, wait_http
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 MODELS, VERSIONS, PRODUCTION, TRIALS = (20, 5, 4, 5) if QUICK else (200, 20, 10, 20)
 SECRET = "bench-webhook-secret"
+REPO = Path(__file__).resolve().parents[2]
+BASELINE = "cb3126d"  # main before the planner (issue 14): per-tag writes in sequence, bookkeeping in MLflow
+DRIVER = Path(__file__).with_name("pass_driver.py")
 
 
-def _populate(client: MlflowClient) -> list[str]:
-    names = [f"bench-model-{i:03d}" for i in range(MODELS)]
+def _populate(client: MlflowClient, prefix: str) -> list[str]:
+    names = [f"{prefix}{i:03d}" for i in range(MODELS)]
 
     def one(name: str) -> None:
         client.create_registered_model(name)
@@ -62,51 +70,116 @@ def _populate(client: MlflowClient) -> list[str]:
     return prod
 
 
-def _pass(rec: Reconciler, kube: FaultProxy) -> tuple[float, int, int, int]:
-    registry = rec.registry
-    assert isinstance(registry, MlflowRegistry)
-    before = sum(registry.calls.values())
-    kube.reset_log()
-    t0 = time.perf_counter()
-    result = rec.run_pass()
-    elapsed = time.perf_counter() - t0
-    assert result.ok, result.error
-    return elapsed, sum(registry.calls.values()) - before, kube.count(), kube.count(writes_only=True)
-
-
-def bench_pass_cost(url: str, plane: ControlPlane) -> list[str]:
-    client = MlflowClient(url, registry_uri=url)
-    t0 = time.perf_counter()
-    prod = _populate(client)
-    setup = time.perf_counter() - t0
-    rows = []
-    admin = plane.api_client()
-    ns = new_namespace(plane, admin, prefix="bench")
-    with FaultProxy(plane.url, plane.ca) as kube:
-        s = AdapterSettings(
-            mlflow_tracking_uri=url, k8s_api=kube.url, k8s_api_key=ns.token, k8s_name_space=ns.name, deploy_stage=""
+@contextlib.contextmanager
+def baseline_tree(tmp: Path) -> Iterator[Path]:
+    """The baseline commit's files in a temporary git worktree (removed afterwards)."""
+    tree = tmp / f"baseline-{BASELINE}"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), BASELINE], check=True, capture_output=True
+    )
+    try:
+        yield tree
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False, capture_output=True
         )
-        reg = MlflowRegistry(url, tag_key=s.tag_key, tag_value=s.tag_value)
-        rec = Reconciler(s, reg, KubeCluster(api_client(s), ns.name, s.field_manager))
-        t, m, k, w = _pass(rec, kube)
-        rows.append(f"| everything to do ({len(prod)} creates) | {t * 1000:.0f} ms | {m} | {k} | {w} |")
-        knative = Knative(admin)
-        for name in prod:
-            knative.play(ns.name, naming.isvc_name(name), "ready")  # returns once KServe reports it
-        t, m, k, w = _pass(rec, kube)
-        rows.append(f"| write-back after ready ({len(prod)} models) | {t * 1000:.0f} ms | {m} | {k} | {w} |")
-        runs = [_pass(rec, kube) for _ in range(5)]
-        t = statistics.median(r[0] for r in runs)
-        m, k, w = runs[-1][1:]
-        rows.append(f"| nothing to do (median of 5) | {t * 1000:.0f} ms | {m} | {k} | {w} |")
+
+
+class Side:
+    """One adapter (a tree) driven pass by pass, with its own namespace, model set and counting proxy."""
+
+    def __init__(self, label: str, tree: Path, url: str, plane: ControlPlane, admin: Any, prefix: str) -> None:
+        self.label, self.prefix = label, prefix
+        self.ns = new_namespace(plane, admin, prefix="bench")
+        self.proxy = FaultProxy(plane.url, plane.ca).start()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "MLFLOW_TRACKING_URI": url,
+            "K8S_API": self.proxy.url,
+            "K8S_API_KEY": self.ns.token,
+            "K8S_NAME_SPACE": self.ns.name,
+            "MODEL_NAME_LIKE": f"{prefix}%",
+            "DEPLOY_STAGE": "",
+            "LOG_LEVEL": "WARNING",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, str(DRIVER)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        first = json.loads(self._line())
+        assert first["adapter"].startswith(str(tree)), f"{label} imported {first['adapter']}, not {tree}"
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.label} adapter driver exited with {self.proc.wait()}")
+        return line
+
+    def run(self) -> tuple[float, int, int, int]:
+        assert self.proc.stdin is not None
+        self.proxy.reset_log()
+        self.proc.stdin.write("pass\n")
+        self.proc.stdin.flush()
+        out = json.loads(self._line())
+        assert out["ok"], out["error"]
+        return out["seconds"], out["mlflow_calls"], self.proxy.count(), self.proxy.count(writes_only=True)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        self.proxy.stop()
+
+
+def bench_pass_cost(url: str, plane: ControlPlane, tmp: Path) -> list[str]:
+    mlflow = MlflowClient(url, registry_uri=url)
+    admin = plane.api_client()
+    knative = Knative(admin)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        prods = list(pool.map(lambda prefix: _populate(mlflow, prefix), ("bench-old-", "bench-new-")))
+    setup = time.perf_counter() - t0
+    rows: list[str] = []
+    writeback: dict[str, float] = {}
+    with baseline_tree(tmp) as old_tree:
+        sides = [
+            Side(f"baseline {BASELINE}", old_tree, url, plane, admin, "bench-old-"),
+            Side("this checkout", REPO, url, plane, admin, "bench-new-"),
+        ]
+        try:
+            for side, prod in zip(sides, prods, strict=True):
+                t, m, k, w = side.run()
+                rows.append(
+                    f"| {side.label} | everything to do ({len(prod)} creates) | {t * 1000:.0f} ms | {m} | {k} | {w} |"
+                )
+                for name in prod:
+                    knative.play(side.ns.name, naming.isvc_name(name), "ready")  # returns once KServe reports it
+                t, m, k, w = side.run()
+                writeback[side.label] = t
+                what = f"write-back once KServe reports ready ({len(prod)} models)"
+                rows.append(f"| {side.label} | {what} | {t * 1000:.0f} ms | {m} | {k} | {w} |")
+                runs = [side.run() for _ in range(5)]
+                t = statistics.median(r[0] for r in runs)
+                m, k, w = runs[-1][1:]
+                rows.append(f"| {side.label} | nothing to do (median of 5) | {t * 1000:.0f} ms | {m} | {k} | {w} |")
+        finally:
+            for side in sides:
+                side.close()
+    old, new = writeback[sides[0].label], writeback[sides[1].label]
+    verdict = "PASS" if new <= old / 3 else "FAIL"
     head = [
-        f"Registry: {MODELS} models x {VERSIONS} versions ({MODELS * VERSIONS}), {PRODUCTION} production "
-        f"(populated in {setup:.0f} s).",
+        f"Registry: {MODELS} models x {VERSIONS} versions per side ({2 * MODELS * VERSIONS} in all), {PRODUCTION} "
+        f"production per side (populated in {setup:.0f} s).",
         "",
-        "| pass | time | MLflow calls | Kubernetes calls | Kubernetes writes |",
-        "|---|---|---|---|---|",
+        "| adapter | pass | time | MLflow calls | Kubernetes calls | Kubernetes writes |",
+        "|---|---|---|---|---|---|",
     ]
-    return head + rows
+    tail = [
+        "",
+        f"Write-back pass: {new * 1000:.0f} ms vs {old * 1000:.0f} ms ({new / old:.2f}x; goal <= 0.33x): {verdict}",
+    ]
+    return head + rows + tail
 
 
 def bench_webhook_latency(url: str, tmp: Path, plane: ControlPlane) -> list[str]:
@@ -116,7 +189,7 @@ def bench_webhook_latency(url: str, tmp: Path, plane: ControlPlane) -> list[str]
     names = [f"bench-hook-{i:02d}" for i in range(TRIALS)]
     admin = plane.api_client()
     ns: Namespace = new_namespace(plane, admin, prefix="bench")
-    objects = client.CustomObjectsApi(admin)
+    objects = k8s.CustomObjectsApi(admin)
 
     def exists(isvc: str) -> bool:
         try:
@@ -187,7 +260,7 @@ def bench_webhook_latency(url: str, tmp: Path, plane: ControlPlane) -> list[str]
 def main() -> list[str]:
     with tempfile.TemporaryDirectory() as tmp, running(Path(tmp) / "controlplane") as plane:
         with mlflow_server(Path(tmp) / "mlflow") as server:
-            lines = ["## Adapter", "", *bench_pass_cost(server.url, plane), ""]
+            lines = ["## Adapter", "", *bench_pass_cost(server.url, plane, Path(tmp)), ""]
         with mlflow_server(Path(tmp) / "mlflow-hooks") as server:
             lines += [*bench_webhook_latency(server.url, Path(tmp), plane), ""]
     print("\n".join(lines))
