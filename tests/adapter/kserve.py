@@ -1,4 +1,5 @@
-"""Playing KServe's controller in tests: the status an InferenceService shows for its latest revision."""
+"""The status KServe shows for the latest revision, for the unit tests' FakeCluster (tests/adapter/fakes.py); its
+reading is checked against the real KServe controller in tests/adapter/test_cluster.py."""
 
 from __future__ import annotations
 

@@ -284,3 +284,39 @@ def test_the_unit_tests_fake_kserve_status_reads_as_real_kserves(world: World) -
         base = "" if step == 0 else f"{isvc}-predictor-00001"
         kw = {"base_revision": base, "started_at": now, "now": now, "deadline_seconds": 600}
         assert interpret(fake, **kw) == interpret(real, **kw), (state, json.dumps(real["status"], indent=1))
+
+
+def test_a_dead_test_process_takes_its_control_plane_with_it(tmp_path: Path) -> None:
+    """However a test session ends (even SIGKILL), no etcd, kube-apiserver or KServe manager is left behind."""
+    import os
+    import signal
+    import time
+
+    script = (
+        "import json, pathlib, sys, time\n"
+        "from tests.controlplane.plane import ControlPlane\n"
+        f"plane = ControlPlane(pathlib.Path({str(tmp_path)!r}))\n"
+        "plane.start()\n"
+        "print(json.dumps([p.pid for p in plane.procs.values()]), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pids = json.loads(proc.stdout.readline())
+        assert len(pids) == 3 and all(os.path.exists(f"/proc/{pid}") for pid in pids)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+        time.sleep(0.2)
+    assert not any(_running(pid) for pid in pids)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -103,8 +103,14 @@ class Side:
             "DEPLOY_STAGE": "",
             "LOG_LEVEL": "WARNING",
         }
+        # `-c` with the tree as working directory: nothing but that tree provides `adapter`.
         self.proc = subprocess.Popen(
-            [sys.executable, str(DRIVER)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", DRIVER.read_text()],
+            cwd=tree,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         first = json.loads(self._line())
         assert first["adapter"].startswith(str(tree)), f"{label} imported {first['adapter']}, not {tree}"

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import time
@@ -82,7 +84,12 @@ class ControlPlane:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env=env or dict(os.environ), start_new_session=True
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env or dict(os.environ),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         self.procs[name] = proc
@@ -295,6 +302,11 @@ class ControlPlane:
             cfg.cert_file = str(self.admin.cert)
             cfg.key_file = str(self.admin.key)
         return client.ApiClient(cfg)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, however it dies (Linux PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def inferenceservice_config(path: Path) -> dict[str, Any]:
