@@ -178,22 +178,21 @@ def plan_model(world: World, name: str) -> ModelPlan:
     else:
         apply, action = bookkeeping.changed(desired, owned, s.field_manager), Action.UPDATED
     manifest = bookkeeping.stamp(desired, owned, world.now) if apply else None
-    seen = {**(owned or {}), "metadata": manifest["metadata"]} if manifest is not None else owned
-    if manifest is not None or kept is not None:
-        kept = bookkeeping.read(seen)
-        base, started = (kept.base_revision, kept.started_at) if kept else ("", None)
+    after = {**(owned or {}), "metadata": manifest["metadata"]} if manifest is not None else dict(owned or {})
+    kept = bookkeeping.read(after)
+    if kept is not None:
+        base, started = kept.base_revision, kept.started_at
     else:  # adopted as it is: its rollout is read with the tags the previous adapter kept in MLflow
         base, started = version.tags.get(TAG_BASE_REVISION, ""), bookkeeping.parse_time(version.tags.get(TAG_STARTED))
     rollout = interpret(
-        dict(seen or {}),
+        after,
         base_revision=base,
         started_at=started,
         now=world.now,
         deadline_seconds=s.rollout_deadline_seconds,
         canary=overrides.canary_percent,
     )
-    legacy_done = manifest is not None or bookkeeping.read(owned) is not None
-    tags = _rollout_tags(world, version, rollout, ref, managed, traffic(dict(seen or {})), legacy_done)
+    tags = _rollout_tags(world, version, rollout, ref, managed, traffic(after), legacy_done=kept is not None)
     return ModelPlan(
         name,
         version.version,
