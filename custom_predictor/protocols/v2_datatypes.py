@@ -1,0 +1,79 @@
+"""Open Inference Protocol datatypes: which ones each contract type takes, their value ranges, and the check of
+JSON tensor data against them.
+
+Conversions are accepted where they lose nothing: integer datatypes for double inputs, floating datatypes for
+integer inputs when every value is a whole number. A value outside its datatype (an INT32 above 2^31, a negative
+UINT8, an FP16 beyond 65504) is refused, wherever the contract's own range would have let it through.
+Neighbours: `v2` applies the check to request tensors; `v2_schemas` documents the same ranges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from custom_predictor.contract import Contract
+from custom_predictor.errors import invalid
+
+INTEGERS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+FLOATS = ("FP16", "FP32", "FP64")
+DATATYPES: dict[str, tuple[str, ...]] = {
+    "integer": (*INTEGERS, *FLOATS),
+    "double": (*FLOATS, *INTEGERS),
+    "boolean": ("BOOL",),
+    "string": ("BYTES",),
+}
+"""Datatypes a tensor may carry for an input of each contract type."""
+
+RANGES: dict[str, tuple[float, float]] = {
+    **{f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)},
+    **{f"UINT{b}": (0, 2**b - 1) for b in (8, 16, 32, 64)},
+    "FP16": (-65504.0, 65504.0),
+    "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
+    "FP64": (-1.7976931348623157e308, 1.7976931348623157e308),
+}
+"""Smallest and largest value of each numeric datatype."""
+
+METADATA_TYPES = {"integer": "INT64", "double": "FP64", "boolean": "BOOL", "string": "BYTES"}
+"""The datatype the model metadata declares for an input or output of each contract type."""
+
+
+def matrix_datatypes(contract: Contract) -> tuple[str, ...]:
+    """Datatypes of a single 2-D tensor: those every input accepts, else (mixed types) those any input accepts."""
+    sets = [DATATYPES[i.type] for i in contract.inputs]
+    common = [d for d in sets[0] if all(d in s for s in sets)]
+    return tuple(common) if common else tuple(dict.fromkeys(d for s in sets for d in s))
+
+
+def value_ok(datatype: str, v: Any) -> bool:
+    """Whether a JSON value can be an element of a tensor of `datatype`."""
+    kind = type(v)
+    if datatype == "BYTES":
+        return kind is str
+    if datatype == "BOOL":
+        return kind is bool
+    lo, hi = RANGES[datatype]
+    if datatype.startswith("FP"):
+        return (kind is float or kind is int) and lo <= v <= hi
+    return (kind is int or (kind is float and v.is_integer())) and lo <= v <= hi
+
+
+def check_values(values: list[Any], datatype: str, where: Callable[[int], str]) -> None:
+    """Refuse the first element of `values` (flat JSON data) that `datatype` cannot carry, at `where(index)`."""
+    for k, v in enumerate(values):
+        if not value_ok(datatype, v):
+            raise invalid(where(k), _why(datatype, v), "datatype")
+
+
+def _why(datatype: str, v: Any) -> str:
+    if datatype == "BYTES":
+        return "BYTES values are strings"
+    if datatype == "BOOL":
+        return "BOOL values are true or false"
+    lo, hi = RANGES[datatype]
+    number = isinstance(v, int | float) and not isinstance(v, bool)
+    if datatype.startswith("FP"):
+        return f"out of {datatype}'s range {lo:g}..{hi:g}" if number else f"{datatype} values are numbers"
+    if number and float(v).is_integer():
+        return f"out of {datatype}'s range {lo}..{hi}"
+    return f"{datatype} values are whole numbers"
