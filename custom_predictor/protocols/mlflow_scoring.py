@@ -6,7 +6,8 @@ not take are ignored and nulls of optional inputs left out, as pyfunc does; ever
 against the contract with the field's path in the message (`dataframe_split.data[2][1]: ...`). Responses are
 `{"predictions": ...}` with DataFrames as records; errors are MLflow's `{"error_code", "message"}` with its
 statuses (400 for bad input and for a model that raises, 415 for other media types). No pandas here: typed
-models are served without it. Neighbours: the MLflow router; untyped models use MLflow's own parsers there.
+models are served without it. An untyped model gets MLflow's own parsers (`untyped_input`), so it sees exactly
+what `mlflow models serve` would give it. Neighbours: the MLflow and KServe V1 routers.
 """
 
 from __future__ import annotations
@@ -230,3 +231,34 @@ def predictions(raw: Any) -> Response:
         raw = raw.to_dict(orient="records")
     option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     return Response(orjson.dumps({"predictions": raw}, option=option, default=str), media_type="application/json")
+
+
+def untyped_input(kind: str, body: bytes) -> tuple[Any, dict[str, Any] | None]:
+    """For a model without signature: MLflow's own parsing of a body (no schema to apply), and its params."""
+    from mlflow.pyfunc.scoring_server import parse_csv_input
+
+    if kind == "csv":
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise bad_request("Invalid input. Ensure that input is a valid UTF-8 encoded string.") from None
+        return _mlflow_parse(lambda: parse_csv_input(io.StringIO(text))), None
+    fmt, data, params = split_json(body)
+    return untyped_data(fmt, data), params
+
+
+def untyped_data(fmt: str, data: Any) -> Any:
+    """`{fmt: data}` as `mlflow models serve` hands it to a model without signature (DataFrame or array)."""
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    return _mlflow_parse(lambda: infer_and_parse_data({fmt: data}))
+
+
+def _mlflow_parse(parse: Any) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return parse()
+    except MlflowException as e:
+        code = "invalid_json" if e.error_code == "BAD_REQUEST" else "invalid_input"
+        raise PredictorError(400, code, e.message.splitlines()[0][:300]) from None

@@ -1,7 +1,7 @@
 """KServe V1, as KServe's own model server answers it: `GET /` (liveness, `{"status": "alive"}`), the model
 list, `GET /v1/models/<name>` (200 ready, 503 not yet) and `POST /v1/models/<name>:predict` with `instances`
-(records, or arrays of values in input order). Errors are KServe's shape (`KServeErrorBody`); another model
-name is a 404 on every route. Untyped models have no V1 predict (their instances have no names to check).
+(records, or arrays of values in input order; for an untyped model, read as MLflow reads `instances`). Errors
+are KServe's shape (`KServeErrorBody`); another model name is a 404 on every route.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from starlette.responses import Response
 from custom_predictor import errors
 from custom_predictor.errors import json_response
 from custom_predictor.kserve_schemas import V1Request, V1Response
+from custom_predictor.protocols.mlflow_scoring import untyped_data
 from custom_predictor.protocols.v1 import v1_locate, v1_rows
 from custom_predictor.service import PredictionService
 
@@ -45,14 +46,15 @@ def router(service: PredictionService) -> APIRouter:
         operation_id="v1_model",
         summary="KServe V1 model readiness",
     )
-    if not service.typed:
-        return api
 
     async def predict(body: V1Request) -> Response:
+        if not service.typed:  # MLflow's reading of `instances`: records as a DataFrame, arrays as an array
+            out = await service.predict_raw(untyped_data("instances", body.instances))
+            return json_response({"predictions": service.rows_of(out)})
         rows = service.validate(v1_rows(body.instances, names), "instances", v1_locate(body.instances, names))
         return json_response({"predictions": await service.predict(rows)})
 
-    predict.__annotations__["body"] = service.schemas.v1_request
+    predict.__annotations__["body"] = service.schemas.v1_request or V1Request
     api.add_api_route(
         "/v1/models/{name}:predict",
         predict,

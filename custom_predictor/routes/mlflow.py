@@ -10,7 +10,6 @@ give it. Errors are MLflow's shape and codes.
 from __future__ import annotations
 
 import functools
-import io
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
@@ -19,7 +18,6 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from custom_predictor import errors
-from custom_predictor.errors import PredictorError
 from custom_predictor.mlflow_schemas import examples, invocations_type
 from custom_predictor.protocols import mlflow_scoring as scoring
 from custom_predictor.routes.docs import Bodies, schema_of
@@ -50,7 +48,7 @@ def router(service: PredictionService, bodies: Bodies, serving_example: Any = No
         kind = scoring.media_type(request.headers.get("content-type"))
         body = await request.body()
         if not service.typed:
-            data, params = _untyped(kind, body)
+            data, params = scoring.untyped_input(kind, body)
             return scoring.predictions(await service.predict_raw(data, params))
         params = None
         if kind == "csv":
@@ -79,25 +77,6 @@ def router(service: PredictionService, bodies: Bodies, serving_example: Any = No
     )
     bodies.add("mlflow_invocations", lambda: _body(service, serving_example))
     return api
-
-
-def _untyped(kind: str, body: bytes) -> tuple[Any, dict[str, Any] | None]:
-    """MLflow's own parsing of an invocations body, for a model without signature (no schema to apply)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
-
-    try:
-        if kind == "csv":
-            try:
-                text = body.decode()
-            except UnicodeDecodeError:
-                raise scoring.bad_request("Invalid input. Ensure that input is a valid UTF-8 encoded string.") from None
-            return parse_csv_input(io.StringIO(text)), None
-        fmt, data, params = scoring.split_json(body)
-        return infer_and_parse_data({fmt: data}), params
-    except MlflowException as e:
-        code = "invalid_json" if e.error_code == "BAD_REQUEST" else "invalid_input"
-        raise PredictorError(400, code, e.message.splitlines()[0][:300]) from None
 
 
 def _body(service: PredictionService, serving_example: Any) -> tuple[dict[str, Any], dict[str, Any]]:
