@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from custom_predictor.contract import Contract
-from custom_predictor.errors import ErrorDetail, PredictorError, documented, invalid, json_response
+from custom_predictor.errors import ErrorDetail, PredictorError, documented, json_response
 from custom_predictor.protocols.v1 import Locate
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -34,6 +34,7 @@ MODEL_FAILED = (
 _CODES = {
     "invalid_input": (400, "INVALID_PARAMETER_VALUE"),
     "invalid_json": (400, "BAD_REQUEST"),
+    "bad_request": (400, "BAD_REQUEST"),
     "model_error": (400, "BAD_REQUEST"),
     "model_rejected_input": (400, "BAD_REQUEST"),
     "not_ready": (503, "TEMPORARILY_UNAVAILABLE"),
@@ -76,6 +77,11 @@ def bad_request(message: str) -> PredictorError:
     return PredictorError(400, "invalid_json", message)
 
 
+def malformed(loc: str, msg: str) -> PredictorError:
+    """The body's structure is not one MLflow reads (its BAD_REQUEST), at `loc`."""
+    return PredictorError(400, "bad_request", "Invalid input", [{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
 def render(e: PredictorError) -> Response:
     """A refusal in MLflow's shape (`details` added: the field paths)."""
     if e.code == "unsupported_media_type":
@@ -96,7 +102,8 @@ def media_type(content_type: str | None) -> str:
     if params.get("charset", "utf-8").lower() != "utf-8":
         raise PredictorError(415, "unsupported_media_type", "The scoring server only supports UTF-8")
     if set(params) - {"charset"}:
-        raise PredictorError(415, "unsupported_media_type", f"Unrecognized content type parameters: {set(params)}")
+        unknown = ", ".join(sorted(set(params) - {"charset"}))
+        raise PredictorError(415, "unsupported_media_type", f"Unrecognized content type parameters: {unknown}.")
     if mime.lower() not in MEDIA_TYPES:
         message = f"This predictor only supports the following content types: Types: {MEDIA_TYPES}. Got '{mime}'."
         raise PredictorError(415, "unsupported_media_type", message)
@@ -116,13 +123,13 @@ def split_json(body: bytes) -> tuple[str, Any, dict[str, Any] | None]:
         raise bad_request(f"{REQUIRED}. Received dictionary with input fields: {list(obj)}.")
     params = obj.get("params")
     if params is not None and not isinstance(params, dict):
-        raise invalid("params", "params must be a dictionary", "dict_type", 400)
+        raise malformed("params", "params must be a dictionary")
     return found[0], obj[found[0]], params
 
 
 def _records(rows: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise invalid(where, "a list of records (objects: input name -> value)", "list_type", 400)
+        raise malformed(where, "a list of records (objects: input name -> value)")
     return rows
 
 
@@ -130,7 +137,7 @@ def _positional(rows: list[Any], names: list[str], where: str) -> list[dict[str,
     out = []
     for r, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(names):
-            raise invalid(f"{where}[{r}]", f"expected {len(names)} values in the order {names}", "value_error", 400)
+            raise malformed(f"{where}[{r}]", f"expected {len(names)} values in the order {names}")
         out.append(dict(zip(names, row, strict=True)))
     return out
 
@@ -141,10 +148,10 @@ def json_rows(fmt: str, data: Any, contract: Contract) -> tuple[list[dict[str, A
     if fmt == "dataframe_split":
         if not isinstance(data, dict) or "data" not in data or set(data) - {"columns", "data", "index"}:
             message = "Dataframe split format must have 'data' field and optionally 'columns' and 'index' fields."
-            raise invalid(fmt, message, "value_error", 400)
+            raise malformed(fmt, message)
         columns = data.get("columns") or names
         if not isinstance(columns, list) or len({str(c) for c in columns}) != len(columns):
-            raise invalid(f"{fmt}.columns", "a list of distinct column names", "value_error", 400)
+            raise malformed(f"{fmt}.columns", "a list of distinct column names")
         columns = [str(c) for c in columns]
         values = data["data"] if isinstance(data["data"], list) else [None]
         return _positional(values, columns, f"{fmt}.data"), _locate(f"{fmt}.data", "[{r}]", columns)
@@ -153,7 +160,7 @@ def json_rows(fmt: str, data: Any, contract: Contract) -> tuple[list[dict[str, A
     if isinstance(data, dict):  # columns: name -> values
         lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
         if len(lengths) != 1 or -1 in lengths:
-            raise invalid(fmt, "columns (name -> list of values) of the same length", "value_error", 400)
+            raise malformed(fmt, "columns (name -> list of values) of the same length")
         rows = [{k: v[r] for k, v in data.items()} for r in range(lengths.pop())]
         return rows, lambda loc: _where(loc, lambda r, f: f"{fmt}.{f}[{r}]")
     if isinstance(data, list) and data and all(isinstance(r, list) for r in data):
@@ -200,7 +207,7 @@ def csv_rows(body: bytes, contract: Contract) -> tuple[list[dict[str, Any]], Loc
     rows = []
     for n, cells in enumerate(lines[1:], start=2):
         if len(cells) != len(header):
-            raise invalid(f"csv line {n}", f"{len(cells)} cells for {len(header)} columns", "value_error", 400)
+            raise malformed(f"csv line {n}", f"{len(cells)} cells for {len(header)} columns")
         row = {}
         for name, cell in zip(header, cells, strict=True):
             if name in kinds and cell != "":
@@ -219,7 +226,7 @@ def _cell(kind: str, cell: str, where: str) -> Any:
         if kind == "boolean":
             return {"true": True, "false": False}[cell.strip().lower()]
     except (ValueError, KeyError, OverflowError):
-        raise invalid(where, f"not a {kind}", f"{kind}_parsing", 400) from None
+        raise malformed(where, f"not a {kind}") from None
     return cell
 
 
