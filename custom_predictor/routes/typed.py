@@ -5,9 +5,9 @@ validates them and the Swagger page documents them; errors are `ErrorBody`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query
 from starlette.responses import Response
 
 from custom_predictor import errors
@@ -34,7 +34,10 @@ def router(service: PredictionService) -> APIRouter:
     async def predict(body: Any) -> Response:
         return json_response(service.answer(await service.predict(body.records)))
 
-    predict.__annotations__["body"] = schemas.predict_request
+    example = {"records": [schemas.example]}  # as given: an untyped model's columns keep their order
+    predict.__annotations__["body"] = Annotated[
+        schemas.predict_request, Body(openapi_examples={"example": {"summary": "A valid request", "value": example}})
+    ]
     api.add_api_route(
         "/predict",
         predict,
