@@ -20,6 +20,7 @@ from custom_predictor.kserve_schemas import (
     WHOLE_NUMBER,
     DocumentedAs,
     MinItems,
+    V2Output,
     V2Request,
     V2Tensor,
     array,
@@ -29,6 +30,7 @@ from custom_predictor.kserve_schemas import (
     with_example,
 )
 from custom_predictor.protocols.v2_datatypes import DATATYPES, INTEGERS, METADATA_TYPES, RANGES, matrix_datatypes
+from custom_predictor.protocols.v2_outputs import output_names
 
 Key = tuple[Any, ...]
 
@@ -192,12 +194,30 @@ def example(contract: Contract, row: dict[str, Any]) -> dict[str, Any]:
     return {"inputs": tensors}
 
 
+def _requested(contract: Contract) -> Any:
+    """The outputs a request may ask for: this model's, each as JSON or binary data."""
+    parameters = create_model(
+        "V2RequestedOutputParameters",
+        __config__=ConfigDict(extra="forbid"),
+        binary_data=(bool | None, Field(None, description="This output as binary data (or JSON).")),
+    )
+    requested = create_model(
+        "V2RequestedOutput",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="An output to answer with (all of them when `outputs` is left out).",
+        name=(one_of(tuple(output_names(contract))), ...),
+        parameters=(parameters | None, None),
+    )
+    return list[requested] | None
+
+
 def v2_request_model(contract: Contract, max_rows: int, row: dict[str, Any]) -> type[V2Request]:
     """V2 request of this contract, with `row` as its example."""
     model: type[V2Request] = create_model(
         "V2InferRequest",
         __base__=V2Request,
         __doc__=V2Request.__doc__,
+        outputs=(Annotated[list[V2Output] | None, DocumentedAs(lambda: _requested(contract))], None),
         inputs=(
             Annotated[list[V2Tensor], DocumentedAs(lambda: v2_inputs(contract, max_rows))],
             Field(
