@@ -29,7 +29,14 @@ from custom_predictor.kserve_schemas import (
     union,
     with_example,
 )
-from custom_predictor.protocols.v2_datatypes import DATATYPES, INTEGERS, METADATA_TYPES, RANGES, matrix_datatypes
+from custom_predictor.protocols.v2_datatypes import (
+    DATATYPES,
+    INTEGERS,
+    METADATA_TYPES,
+    RANGES,
+    bounds,
+    matrix_datatypes,
+)
 from custom_predictor.protocols.v2_outputs import output_names
 
 Key = tuple[Any, ...]
@@ -45,7 +52,7 @@ def _value(spec: InputSpec, datatype: str) -> tuple[Key, Any] | None:
             return ("string", tuple(spec.allowed)), one_of(tuple(spec.allowed))
         return ("string",), Annotated[StrictStr, Field(max_length=10_000)]
     integral = datatype in INTEGERS or spec.type == "integer"
-    low, high = RANGES[datatype]
+    low, high = bounds(spec.type, datatype)
     lo = low if spec.minimum is None else max(spec.minimum, low)
     hi = high if spec.maximum is None else min(spec.maximum, high)
     if spec.allowed:

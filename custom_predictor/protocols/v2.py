@@ -19,7 +19,7 @@ from custom_predictor.errors import invalid
 from custom_predictor.kserve_schemas import V2Request
 from custom_predictor.protocols.v1 import Locate
 from custom_predictor.protocols.v2_binary import decode, slices
-from custom_predictor.protocols.v2_datatypes import DATATYPES, check_values, matrix_datatypes
+from custom_predictor.protocols.v2_datatypes import DATATYPES, check_exact, check_values, matrix_datatypes
 
 
 @dataclass
@@ -108,7 +108,9 @@ def _column(t: Tensor, kind: str) -> list[Any]:
         raise invalid(f"inputs[{t.index}].shape", "a column tensor has shape [n] or [n, 1]")
     if not t.binary:
         check_values(t.values, t.datatype, t.where)
-    return _text(t, 0, 1)
+    values = _text(t, 0, 1)
+    check_exact(values, kind, t.datatype, t.where)
+    return values
 
 
 def _text(t: Tensor, start: int, step: int) -> list[Any]:
@@ -133,8 +135,11 @@ def _matrix(t: Tensor, contract: Contract) -> tuple[int, dict[str, list[Any]]]:
     allowed = matrix_datatypes(contract)
     if t.datatype not in allowed:
         raise invalid(f"inputs[{t.index}].datatype", f"a 2-D tensor of these inputs has datatype {', '.join(allowed)}")
-    if not t.binary and len({i.type for i in contract.inputs}) == 1:  # mixed types: each value checked by its input
-        check_values(t.values, t.datatype, t.where)
+    kinds = {i.type for i in contract.inputs}
+    if len(kinds) == 1:  # mixed types: each value checked by its input's validation
+        if not t.binary:
+            check_values(t.values, t.datatype, t.where)
+        check_exact(list(t.values), kinds.pop(), t.datatype, t.where)
     k = len(names)
     return t.shape[0], {name: _text(t, c, k) for c, name in enumerate(names)}
 

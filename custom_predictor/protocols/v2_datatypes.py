@@ -1,10 +1,11 @@
 """Open Inference Protocol datatypes: which ones each contract type takes, their value ranges, and the check of
 JSON tensor data against them.
 
-Conversions are accepted where they lose nothing: integer datatypes for double inputs, floating datatypes for
-integer inputs when every value is a whole number. A value outside its datatype (an INT32 above 2^31, a negative
-UINT8, an FP16 beyond 65504) is refused, wherever the contract's own range would have let it through.
-Neighbours: `v2` applies the check to request tensors; `v2_schemas` documents the same ranges.
+Conversions are accepted where they lose nothing: integer datatypes for double inputs (within +-2^53, where
+doubles are exact), floating datatypes for integer inputs when every value is a whole number. A value outside
+its datatype (an INT32 above 2^31, a negative UINT8, an FP16 beyond 65504) is refused, wherever the contract's
+own range would have let it through. Neighbours: `v2` applies the checks to request tensors; `v2_schemas`
+documents the same ranges.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "FP64": (-1.7976931348623157e308, 1.7976931348623157e308),
 }
 """Smallest and largest value of each numeric datatype."""
+
+EXACT = 2**53
+"""Integers beyond this are not exact as doubles: an INT64/UINT64 tensor for a double input stays within it."""
 
 METADATA_TYPES = {"integer": "INT64", "double": "FP64", "boolean": "BOOL", "string": "BYTES"}
 """The datatype the model metadata declares for an input or output of each contract type."""
@@ -95,3 +99,21 @@ def _why(datatype: str, v: Any) -> str:
     if number and float(v).is_integer():
         return f"out of {datatype}'s range {lo}..{hi}"
     return f"{datatype} values are whole numbers"
+
+
+def bounds(kind: str, datatype: str) -> tuple[float, float]:
+    """The values a `datatype` tensor carries for an input of contract type `kind` without loss."""
+    lo, hi = RANGES[datatype]
+    if kind == "double" and datatype in INTEGERS:
+        return max(lo, -EXACT), min(hi, EXACT)
+    return lo, hi
+
+
+def check_exact(values: list[Any], kind: str, datatype: str, where: Callable[[int], str]) -> None:
+    """Refuse integers a double input would not hold exactly (JSON or binary values)."""
+    if kind != "double" or datatype not in ("INT64", "UINT64") or not values:
+        return
+    if max(values) <= EXACT and min(values) >= -EXACT:
+        return
+    k = next(k for k, v in enumerate(values) if abs(v) > EXACT)
+    raise invalid(where(k), "beyond +-2^53: not exact as the double this input is", "datatype")

@@ -109,6 +109,7 @@ def test_one_2d_tensor_of_any_numeric_datatype(classifier: Any, datatype: str) -
         ("INT64", 2.5, "whole numbers"),
         ("FP64", "1.0", "numbers"),
         ("FP64", True, "numbers"),
+        ("INT64", 2**53 + 1, "not exact as the double"),
     ],
 )
 def test_values_beyond_their_datatype_are_refused_naming_the_tensor(
