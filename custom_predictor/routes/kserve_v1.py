@@ -1,4 +1,5 @@
-"""KServe V1, as KServe's own model server answers it: `GET /` (liveness, `{"status": "alive"}`), the model
+"""KServe V1, as KServe's own model server answers it: `GET /` (liveness, `{"status": "alive"}`, with this
+model's name and links besides), the model
 list, `GET /v1/models/<name>` (200 ready, 503 not yet) and `POST /v1/models/<name>:predict` with `instances`
 (records, or arrays of values in input order; for an untyped model, read as MLflow reads `instances`). Errors
 are KServe's shape (`KServeErrorBody`); another model name is a 404 on every route.
@@ -27,7 +28,17 @@ def router(service: PredictionService) -> APIRouter:
     names = service.contract.input_names
 
     async def live() -> Response:
-        return json_response({"status": "alive"})
+        """KServe's liveness answer, plus where this model's API is."""
+        return json_response(
+            {
+                "status": "alive",
+                "model": service.source.name,
+                "version": service.version,
+                "docs": f"/{service.path}/api/",
+                "predict": f"/{service.path}/api/v1/predict",
+                "ready": service.runtime.ready,
+            }
+        )
 
     async def models() -> Response:
         return json_response({"models": [service.path]})

@@ -288,4 +288,5 @@ def test_server_metadata_versions_and_readiness(classifier: Any) -> None:
     assert classifier.get(f"/v2/models/{PATH}").json()["outputs"] == [
         {"name": "prediction", "datatype": "INT64", "shape": [-1]}
     ]
-    assert classifier.get("/").json() == {"status": "alive"}
+    root = classifier.get("/").json()
+    assert root["status"] == "alive" and root["docs"] == f"/{PATH}/api/" and root["ready"] is True
