@@ -1,10 +1,11 @@
 """The prediction service: what every router shares. It checks the model name and readiness (FastAPI
 dependencies), validates rows against the contract, runs the model, and builds the typed API's answers.
 
-The runtime is an interface here (one backend class per way of running a model, in `runtime`); the service and
-the routers use only this surface of it:
-- `contract`, and the state: `ready`, `state` (loading, ready, failed), `reason`, `kind`, `flavor`,
-  `kernel_check`, `load_seconds`; `inline`: whether a small request may run on the event loop;
+The runtime is an interface here (one backend class per way of running a model, in `runtime`), built by `app`
+as `Runtime(model_dir, mlmodel, contract, fast_path=, kernels=, verify_kernel=, allow_pickle=)`; the service, the
+routers, the gate and the lifespan use only this surface of it:
+- the state: `ready`, `state` (loading, ready, failed), `reason`, `kind`, `flavor`, `kernel_check`,
+  `load_seconds`; `inline`: whether a small request may run on the event loop;
 - `predict(rows, *, may_block=True, params=None, raw=False)`: validated rows (dicts of input name -> value) ->
   one JSON-able prediction per row, or with `raw` the model's own output (array, DataFrame); raises
   `WouldBlock` (only with `may_block=False`), `ModelRejectedInput` (the model refused the input) or
