@@ -1,7 +1,8 @@
 """The model contract: what a model takes and returns, read from `contract.yaml` or derived from the signature.
 
 `load_contract(path)` validates a YAML file and raises `ContractError` naming file, field and problem.
-`derive_contract(model_dir, mlmodel)` builds the same structure from an MLflow signature and input example.
+`derive_contract(model_dir, mlmodel)` builds the same structure from an MLflow signature and input example;
+`untyped_contract()` stands for a model with neither (served untyped).
 `schemas` turns a contract into pydantic request/response models; `runtime` runs its test data.
 """
 
@@ -128,7 +129,7 @@ class Contract(_Strict):
     outputs: list[OutputSpec] = Field(default_factory=list, description="Outputs of the model.")
     entity: EntitySpec | None = Field(None, description="Optional lookup of feature rows by id.")
     test_data: TestData | None = Field(None, description="Rows run by the startup self-test.")
-    source: Literal["contract", "signature"] = Field("contract", description="Where this contract came from.")
+    source: Literal["contract", "signature", "none"] = Field("contract", description="Where this contract came from.")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Contract:
@@ -322,6 +323,25 @@ def derive_contract(model_dir: Path, mlmodel: dict[str, Any]) -> Contract:
         return Contract.model_validate(data).model_copy(update={"source": "signature"})
     except ValidationError as e:
         raise ContractError(file, "signature", str(e.errors()[0]["msg"])) from None
+
+
+def untyped_contract() -> Contract:
+    """The contract of a model logged with no signature and no contract.yaml: no declared inputs or outputs.
+
+    Such a model is served untyped (free-form records, MLflow's and V2's own conversions); built without
+    validation, since a contract file must declare inputs."""
+    return Contract.model_construct(
+        version=1, description=None, inputs=[], outputs=[], entity=None, test_data=None, source="none"
+    )
+
+
+def has_signature(mlmodel: dict[str, Any]) -> bool:
+    return bool((mlmodel.get("signature") or {}).get("inputs"))
+
+
+def example_rows(model_dir: Path, mlmodel: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    """The input example's rows when it is a table (a DataFrame, records, or rows of `names`), else []."""
+    return [r for r in _example_rows(model_dir, mlmodel, names) if r]
 
 
 def _example_rows(model_dir: Path, mlmodel: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:

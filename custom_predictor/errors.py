@@ -1,20 +1,27 @@
-"""One error model for every route, and the handlers that produce it.
+"""Errors: one exception for every refusal, rendered in the body shape of the protocol that was spoken.
 
-Bodies look like `{"error": "invalid_input", "message": "...", "details": [{"loc": "records[0].age", ...}]}`.
-Request data is never echoed back: validation details carry the path and the reason only.
+Routes raise `PredictorError(status, code, message, details)`. The typed API answers `ErrorBody`
+(`{"error": "invalid_input", "message": "...", "details": [{"loc": "records[0].age", ...}]}`); the KServe V1/V2
+routes answer KServe's shape, whose `error` is the human message its clients print (`KServeErrorBody`); the
+MLflow scoring routes answer MLflow's (`error_code`, `message`), built by `mlflow_protocol`. Each router picks
+its shape with `route_class(render)`, which also turns body validation errors and anything unexpected into
+that shape. Request data is never echoed back: details carry the path and the reason only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+INVALID = "the request does not match the model's contract"
 
 
 class ErrorDetail(BaseModel):
@@ -26,27 +33,55 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error the predictor returns."""
+    """Every error of the typed API."""
 
     error: str = Field(
-        description="Error code: invalid_input, invalid_json, not_found, not_ready, model_error, method_not_allowed.",
+        description="Error code: invalid_input, invalid_json, not_found, not_ready, model_error, model_rejected_input,"
+        " method_not_allowed.",
         examples=["invalid_input"],
     )
     message: str = Field(description="Human-readable summary.")
     details: list[ErrorDetail] = Field(default_factory=list, description="Per-field problems, if any.")
 
 
+class KServeErrorBody(BaseModel):
+    """Every error of the KServe V1 and V2 routes: `error` is the message (what KServe's and Triton's clients
+    show), `code` and `details` say the same for programs."""
+
+    error: str = Field(description="What is wrong, with the first field's path.")
+    code: str = Field(description="Error code, as in the typed API's `error`.", examples=["invalid_input"])
+    details: list[ErrorDetail] = Field(default_factory=list, description="Per-field problems, if any.")
+
+
 class PredictorError(Exception):
-    """An error with an HTTP status and code, turned into `ErrorBody` by the handler."""
+    """A refusal with an HTTP status, a code and a message (never the input), rendered by the route's protocol."""
 
     def __init__(self, status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details or []
 
 
-def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response:
-    body = {"error": code, "message": message, "details": details or []}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+def invalid(loc: str, msg: str, kind: str = "value_error", status: int = 422) -> PredictorError:
+    """The request breaks one rule at `loc`."""
+    return PredictorError(status, "invalid_input", INVALID, [{"loc": loc, "msg": msg, "type": kind}])
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(content, status_code=status, media_type="application/json", headers=headers)
+
+
+def render_default(e: PredictorError) -> Response:
+    return json_response({"error": e.code, "message": e.message, "details": e.details}, e.status)
+
+
+def kserve_message(e: PredictorError) -> str:
+    first = e.details[0] if e.details else None
+    return f"{e.message}: {first['loc']}: {first['msg']}" if first else e.message
+
+
+def render_kserve(e: PredictorError) -> Response:
+    return json_response({"error": kserve_message(e), "code": e.code, "details": e.details}, e.status)
 
 
 def loc_string(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -71,51 +106,100 @@ def validation_details(errors: list[Any], locate: Callable[[list[Any]], str] = l
     return details
 
 
-def _documented(
-    description: str, code: str, message: str, details: list[dict[str, str]] | None = None
-) -> dict[str, Any]:
-    example = {"error": code, "message": message, "details": details or []}
-    return {"model": ErrorBody, "description": description, "content": {"application/json": {"example": example}}}
+def from_validation(errors: list[Any], prefix: tuple[Any, ...] = ()) -> PredictorError:
+    """pydantic/FastAPI validation errors of a body -> 400 invalid_json, or 422 invalid_input with paths."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return PredictorError(400, "invalid_json", "the request body is not valid JSON")
+    cut = [{**e, "loc": (*prefix, *_drop_body(e.get("loc", ())))} for e in errors]
+    return PredictorError(422, "invalid_input", INVALID, validation_details(cut))
 
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _documented("The body is not JSON.", "invalid_json", "the request body is not valid JSON"),
-    422: _documented(
+Render = Callable[[PredictorError], Response]
+
+
+def route_class(render: Render) -> type[APIRoute]:
+    """An APIRoute whose refusals (raised, from body validation, or unexpected) are rendered by `render`."""
+
+    class ProtocolRoute(APIRoute):
+        renderer = staticmethod(render)
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def run(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except PredictorError as e:
+                    return render(e)
+                except RequestValidationError as e:
+                    return render(from_validation(list(e.errors())))
+                except StarletteHTTPException:
+                    raise
+                except Exception as e:  # noqa: BLE001 - no traceback and no input in any answer
+                    return render(PredictorError(500, "internal_error", f"unexpected {e.__class__.__name__}"))
+
+            return run
+
+    return ProtocolRoute
+
+
+def documented(model: type[BaseModel], body: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"model": model, "description": description, "content": {"application/json": {"example": body}}}
+
+
+_DETAIL = [{"loc": "records[0].radius", "msg": "Input should be a valid number", "type": "float_type"}]
+_CASES: list[tuple[int, str, str, str, list[dict[str, str]]]] = [
+    (400, "The body is not JSON.", "invalid_json", "the request body is not valid JSON", []),
+    (
+        422,
         "The input does not match the model's contract, or the model rejected it (ValueError/TypeError).",
         "invalid_input",
-        "the request does not match the model's contract",
-        [{"loc": "records[0].radius", "msg": "Input should be a valid number", "type": "float_type"}],
+        INVALID,
+        _DETAIL,
     ),
-    500: _documented("The model failed (the input is not echoed).", "model_error", "the model raised RuntimeError"),
-    503: _documented(
-        "The model is not loaded yet, or its self-test failed.", "not_ready", "the model is still loading"
-    ),
+    (500, "The model failed (the input is not echoed).", "model_error", "the model raised RuntimeError", []),
+    (503, "The model is not loaded yet, or its self-test failed.", "not_ready", "the model is still loading", []),
+]
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: documented(ErrorBody, {"error": code, "message": message, "details": details}, doc)
+    for status, doc, code, message, details in _CASES
 }
+"""The typed API's error responses, each with its own example body."""
+
+KSERVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: documented(
+        KServeErrorBody,
+        {"error": kserve_message(PredictorError(status, code, message, details)), "code": code, "details": details},
+        doc,
+    )
+    for status, doc, code, message, details in [
+        *_CASES,
+        (404, "No model of this name here.", "not_found", "this predictor serves the model 'm' only", []),
+    ]
+}
+"""The KServe routes' error responses."""
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn every failure into `ErrorBody`."""
+    """Handlers for what no route catches (unknown paths, wrong methods, failures outside routes): `ErrorBody`."""
 
     async def on_predictor_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, PredictorError)
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return render_default(exc)
 
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        errors = list(exc.errors())
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, "invalid_json", "the request body is not valid JSON")
-        details = validation_details([{**e, "loc": _drop_body(e.get("loc", ()))} for e in errors])
-        return error_response(422, "invalid_input", "the request does not match the model's contract", details)
+        return render_default(from_validation(list(exc.errors())))
 
     async def on_http(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         codes = {404: "not_found", 405: "method_not_allowed"}
         message = exc.detail if isinstance(exc.detail, str) else "error"
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message)
+        return render_default(PredictorError(exc.status_code, codes.get(exc.status_code, "http_error"), message))
 
     async def on_unexpected(_: Request, exc: Exception) -> Response:
-        return error_response(500, "internal_error", f"unexpected {exc.__class__.__name__}")
+        return render_default(PredictorError(500, "internal_error", f"unexpected {exc.__class__.__name__}"))
 
     app.add_exception_handler(PredictorError, on_predictor_error)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -158,7 +158,7 @@ class Runtime:
         """The sklearn flavor's settings when the model can skip pyfunc: numeric inputs, no params, no code."""
         flavors = self.mlmodel.get("flavors") or {}
         sk, py = flavors.get("sklearn"), flavors.get("python_function") or {}
-        numeric = all(i.type in ("integer", "double") for i in self.contract.inputs)
+        numeric = bool(self.contract.inputs) and all(i.type in ("integer", "double") for i in self.contract.inputs)
         sig = self.mlmodel.get("signature") or {}
         if not isinstance(sk, dict) or not numeric or sig.get("params") or sk.get("code") or py.get("code"):
             return None
@@ -279,10 +279,19 @@ class Runtime:
             return x, to_list(self._kernel(x)) if len(x) else []
 
     # ---- predicting ----------------------------------------------------------------------------------------
-    def predict(self, rows: list[dict[str, Any]], *, may_block: bool = True) -> list[Any]:
+    def predict(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        may_block: bool = True,
+        params: dict[str, Any] | None = None,
+        raw: bool = False,
+    ) -> Any:
         """Predictions for validated rows (one per row). Raises `ModelFailure` if the model raises.
 
-        With `may_block=False`, raises `WouldBlock` instead of waiting for the estimator to load.
+        With `may_block=False`, raises `WouldBlock` instead of waiting for the estimator to load. `params` go to a
+        pyfunc model (the others take none). With `raw`, the model's own output (array, DataFrame, ...) is
+        returned instead of one JSON-able value per row.
         """
         if self._defaults:
             rows = [{**self._defaults, **r} for r in rows]
@@ -292,18 +301,25 @@ class Runtime:
             elif self._method is not None:
                 out = self._method(self._matrix(rows, self._dtype))
             else:
-                out = self._predict_pyfunc(rows)
+                out = self._predict_pyfunc(rows, params)
+            if raw:
+                return out
             result = to_list(out)
         except (WouldBlock, ModelFailure):
             raise
         except Exception as e:  # noqa: BLE001 - the model's own errors become one safe error body
-            log.warning("model raised %s while predicting %d rows", e.__class__.__name__, len(rows))
-            if isinstance(e, _INPUT_ERRORS) or getattr(e, "error_code", None) in _INPUT_ERROR_CODES:
-                raise ModelRejectedInput(f"the model rejected the input ({e.__class__.__name__})") from None
-            raise ModelFailure(f"the model raised {e.__class__.__name__}") from None
+            raise _failure(e, len(rows)) from None
         if len(result) != len(rows):
             raise ModelFailure(f"the model returned {len(result)} predictions for {len(rows)} rows")
         return result
+
+    def predict_raw(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        """An untyped model (no signature, no contract): `data` (DataFrame, array, ...) to pyfunc as is, and its
+        own output back. Raises `ModelFailure` if the model raises."""
+        try:
+            return self._pyfunc.predict(data, params=params) if params else self._pyfunc.predict(data)
+        except Exception as e:  # noqa: BLE001 - the model's own errors become one safe error body
+            raise _failure(e, len(data) if hasattr(data, "__len__") else 1) from None
 
     def _matrix(self, rows: list[dict[str, Any]], dtype: Any) -> Any:
         """Rows as a column-major matrix: the layout pyfunc's DataFrame hands scikit-learn, so that BLAS sums
@@ -328,7 +344,16 @@ class Runtime:
             raise WouldBlock
         return self._estimator()(x)  # the same matrix: the estimator takes what the kernel takes
 
-    def _predict_pyfunc(self, rows: list[dict[str, Any]]) -> Any:
+    def _predict_pyfunc(self, rows: list[dict[str, Any]], params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+
+        if not self.names:  # untyped: the records as pandas makes them
+            return self.predict_raw(pd.DataFrame(rows), params)
+        if params:
+            return self._pyfunc.predict(self._frame(rows), params=params)
+        return self._pyfunc.predict(self._frame(rows))
+
+    def _frame(self, rows: list[dict[str, Any]]) -> Any:
         import numpy as np
         import pandas as pd
 
@@ -336,7 +361,7 @@ class Runtime:
             dtype = {"integer": np.int64, "double": np.float64, "boolean": np.bool_}.get(
                 self.contract.inputs[0].type, object
             )
-            return self._pyfunc.predict(np.array([[r.get(n) for n in self.names] for r in rows], dtype=dtype))
+            return np.array([[r.get(n) for n in self.names] for r in rows], dtype=dtype)
         columns = {}
         for spec in self.contract.inputs:
             values = [r.get(spec.name, spec.default) for r in rows]
@@ -348,7 +373,7 @@ class Runtime:
                 columns[spec.name] = np.array(values, dtype=bool)
             else:
                 columns[spec.name] = pd.Series(values, dtype=object)
-        return self._pyfunc.predict(pd.DataFrame(columns))
+        return pd.DataFrame(columns)
 
     # ---- self-test -----------------------------------------------------------------------------------------
     def self_test_rows(self) -> list[dict[str, Any]]:
@@ -357,6 +382,8 @@ class Runtime:
 
     def self_test(self) -> str | None:
         """Predict the contract's test rows (or the input example); None if all is well, else why not."""
+        if not self.names:
+            return self._untyped_self_test()
         test = self.contract.test_data
         if test is None:
             return None
@@ -368,6 +395,35 @@ class Runtime:
             if not matches(want, have, test.tolerance):
                 return f"test_data row {n}: expected {want!r}, the model returned {have!r}"
         return None
+
+    def _untyped_self_test(self) -> str | None:
+        """No signature, no contract: predict the input example, if the model has one, as MLflow loads it."""
+        try:
+            example = _input_example(self.model_dir)
+        except Exception as e:  # noqa: BLE001 - an unreadable example is a failed self-test, not a crash
+            return f"reading the input example: {e.__class__.__name__}: {str(e)[:300]}"
+        if example is None:
+            return None
+        try:
+            self.predict_raw(example)
+        except ModelFailure as e:
+            return f"predicting the input example: {e}"
+        return None
+
+
+def _input_example(model_dir: Path) -> Any:
+    """The model's input example as MLflow loads it (DataFrame, array, dict, ...), or None."""
+    from mlflow.models import Model
+
+    return Model.load(str(model_dir)).load_input_example(str(model_dir))
+
+
+def _failure(e: Exception, rows: int) -> ModelFailure:
+    """The model's own exception -> a safe one (its type only: no input echo)."""
+    log.warning("model raised %s while predicting %d rows", e.__class__.__name__, rows)
+    if isinstance(e, _INPUT_ERRORS) or getattr(e, "error_code", None) in _INPUT_ERROR_CODES:
+        return ModelRejectedInput(f"the model rejected the input ({e.__class__.__name__})")
+    return ModelFailure(f"the model raised {e.__class__.__name__}")
 
 
 def load_estimator(model_dir: Path, sk: dict[str, Any]) -> Any:

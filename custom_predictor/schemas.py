@@ -2,7 +2,8 @@
 
 A record is a TypedDict (validated straight into a dict: no model_dump on the hot path) with strict types,
 ranges and allowed values from the contract, and its descriptions, units and examples in the schema.
-The KServe V1/V2 bodies are built per contract by `kserve_schemas` from the same value types.
+The KServe V1/V2 bodies are built per contract by `kserve_schemas` and `v2_schemas` from the same value types,
+MLflow's by `mlflow_schemas`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NotRequired, Required
 
 from pydantic import (
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -23,31 +23,16 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from custom_predictor.contract import Contract, InputSpec
-from custom_predictor.kserve_schemas import (
-    V1Request,
-    V1Response,
-    V2Request,
-    V2Response,
-    v1_request_model,
-    v2_request_model,
-)
+from custom_predictor.kserve_schemas import WHOLE_NUMBER, V1Request, V1Response, V2Request, V2Response, v1_request_model
+from custom_predictor.v2_schemas import v2_request_model
 
 __all__ = ["Schemas", "V1Request", "V1Response", "V2Request", "V2Response", "example_row"]
 
 
-def _whole_number(value: Any) -> Any:
-    """JSON Schema counts 2.0 as an integer (the same number as 2): take it as 2, as its schema promises."""
-    return int(value) if type(value) is float and value.is_integer() else value
-
-
-WHOLE_NUMBER = BeforeValidator(_whole_number)
-"""Integer inputs take a JSON integer or a number with no fractional part (2.0). Placed after the bounds in
-`Annotated`, so that the JSON schema keeps them."""
-
 _BASE: dict[str, Any] = {"integer": StrictInt, "double": StrictFloat, "boolean": StrictBool, "string": StrictStr}
 
 
-def _field_type(spec: InputSpec) -> Any:
+def field_type(spec: InputSpec) -> Any:
     if spec.allowed is not None:
         return Literal[tuple(spec.allowed)]
     doc = " ".join(p for p in (spec.description, f"Unit: {spec.unit}." if spec.unit else None) if p) or None
@@ -67,18 +52,6 @@ def _field_type(spec: InputSpec) -> Any:
     return Annotated[_BASE[spec.type], Field(**kw)]
 
 
-def _flat_value(contract: Contract) -> Any:
-    """The value type of a flat 2-D V2 tensor when every input takes the same values (a flat array's position
-    says which input a value is for: JSON Schema cannot follow it), else None."""
-    first = contract.inputs[0]
-    if any(
-        (i.type, i.minimum, i.maximum, i.allowed) != (first.type, first.minimum, first.maximum, first.allowed)
-        for i in contract.inputs
-    ):
-        return None
-    return _field_type(first.model_copy(update={"description": None, "unit": None, "example": None}))
-
-
 def example_row(contract: Contract) -> dict[str, Any]:
     """A valid row for the docs: test data first, else each input's example (or a plausible value)."""
     if contract.test_data:
@@ -95,40 +68,41 @@ def example_row(contract: Contract) -> dict[str, Any]:
 
 
 class Schemas:
-    """Every body model the routes use, built once per contract."""
+    """Every body model the routes use, built once per contract. An untyped contract (a model with no signature
+    and no contract) gets free-form records and the static V2 request; `example` is then the input example's
+    first row, when it is a table."""
 
-    def __init__(self, contract: Contract, max_records: int, title: str) -> None:
-        fields = {}
-        for spec in contract.inputs:
-            t = _field_type(spec)
-            fields[spec.name] = Required[t] if spec.required else NotRequired[t]
-        make_typeddict: Any = TypedDict  # functional form: column names need not be identifiers
-        record: Any = make_typeddict("Record", fields)
-        record.__pydantic_config__ = ConfigDict(extra="forbid", title=f"{title} record")
-        record.__doc__ = "One input row: " + ", ".join(contract.input_names)
+    def __init__(
+        self,
+        contract: Contract,
+        max_records: int,
+        title: str,
+        *,
+        entity_example: Any = None,
+        example: dict[str, Any] | None = None,
+    ) -> None:
+        self.typed = bool(contract.inputs)
+        record: Any = self._record(contract, title) if self.typed else dict[str, Any]
         self.record: Any = record
         self.rows: TypeAdapter[Any] = TypeAdapter(list[record])
-        values = [_field_type(spec) for spec in contract.inputs]
-        self.v1_request = v1_request_model(contract, record, values, max_records)
-        """KServe V1 body: validates like `V1Request`, documents the contract's rows exactly."""
-        self.v2_request = v2_request_model(contract, values, _flat_value(contract), max_records)
-        """Open Inference Protocol body: validates like `V2Request`, documents the contract's tensors exactly."""
-        example = example_row(contract)
-        self.example = example
-        out_type: Any = _output_type(contract)
-
+        self.example = example_row(contract) if self.typed else (example or {})
+        self.v1_request: Any = None
+        self.v2_request: Any = V2Request
+        if self.typed:
+            values = [field_type(spec) for spec in contract.inputs]
+            self.v1_request = v1_request_model(contract, record, values, max_records, self.example)
+            """KServe V1 body: validates like `V1Request`, documents the contract's rows exactly."""
+            self.v2_request = v2_request_model(contract, max_records, self.example)
+            """Open Inference Protocol body: validates like `V2Request`, documents the contract's tensors exactly."""
         self.predict_request = create_model(
             "PredictRequest",
-            __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{"records": [example]}]}),
+            __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{"records": [self.example]}]}),
             records=(
                 list[record],
-                Field(
-                    min_length=1,
-                    max_length=max_records,
-                    description="Rows to predict, one object per row.",
-                ),
+                Field(min_length=1, max_length=max_records, description="Rows to predict, one object per row."),
             ),
         )
+        out_type: Any = _output_type(contract)
         self.predict_response = create_model(
             "PredictResponse",
             predictions=(list[out_type], Field(description=_output_doc(contract))),
@@ -143,36 +117,53 @@ class Schemas:
         self.entity_response: Any = None
         self.dataset_response: Any = None
         if contract.entity:
-            ent = contract.entity
-            id_type: Any = (
-                Annotated[StrictInt, WHOLE_NUMBER]
-                if ent.type == "integer"
-                else Annotated[StrictStr, Field(max_length=256)]
-            )
+            self._entity(contract, record, entity_example)
 
-            def id_field(doc: str) -> dict[str, Any]:
-                return {ent.id: (id_type, Field(description=doc))}
+    @staticmethod
+    def _record(contract: Contract, title: str) -> Any:
+        fields = {}
+        for spec in contract.inputs:
+            t = field_type(spec)
+            fields[spec.name] = Required[t] if spec.required else NotRequired[t]
+        make_typeddict: Any = TypedDict  # functional form: column names need not be identifiers
+        record: Any = make_typeddict("Record", fields)
+        record.__pydantic_config__ = ConfigDict(extra="forbid", title=f"{title} record")
+        record.__doc__ = "One input row: " + ", ".join(contract.input_names)
+        return record
 
-            self.entity_request = create_model(
-                "EntityPredictRequest",
-                __config__=ConfigDict(extra="forbid"),
-                **id_field(ent.description or f"The {ent.id} to predict for."),
-            )
-            self.entity_response = create_model(
-                "EntityPredictResponse",
-                __base__=self.predict_response,
-                features=(record, Field(description="The feature row found for the id.")),
-                **id_field("The id that was looked up."),
-            )
-            self.dataset_response = create_model(
-                "DatasetResponse",
-                total=(int, Field(description="Rows in the registered feature file.")),
-                rows=(list[dict[str, Any]], Field(description="Registered rows: the id and the inputs.")),
-            )
+    def _entity(self, contract: Contract, record: Any, entity_example: Any) -> None:
+        assert contract.entity
+        ent = contract.entity
+        id_type: Any = (
+            Annotated[StrictInt, WHOLE_NUMBER] if ent.type == "integer" else Annotated[StrictStr, Field(max_length=256)]
+        )
+        examples: dict[str, Any] = {} if entity_example is None else {"examples": [entity_example]}
+
+        def id_field(doc: str) -> dict[str, Any]:
+            return {ent.id: (id_type, Field(description=doc, **examples))}
+
+        self.entity_request = create_model(
+            "EntityPredictRequest",
+            __config__=ConfigDict(extra="forbid"),
+            **id_field(ent.description or f"The {ent.id} to predict for (one of the registered rows)."),
+        )
+        self.entity_response = create_model(
+            "EntityPredictResponse",
+            __base__=self.predict_response,
+            features=(record, Field(description="The feature row found for the id.")),
+            **id_field("The id that was looked up."),
+        )
+        self.dataset_response = create_model(
+            "DatasetResponse",
+            total=(int, Field(description="Rows in the registered feature file.")),
+            rows=(list[dict[str, Any]], Field(description="Registered rows: the id and the inputs.")),
+        )
 
 
 def _output_type(contract: Contract) -> Any:
     outs = contract.outputs
+    if not contract.inputs:
+        return Any
     if len(outs) == 1 and outs[0].type:
         return _BASE[outs[0].type] | list[Any]
     if len(outs) > 1:

@@ -11,6 +11,8 @@ models outside the kernels get), the second for information (no goal):
    that took on an idle server is reported.
 3. Soak of the predictor: 60 s at 64 connections; zero errors, RSS growth under 5 % (after a 64-connection
    warm-up).
+4. Open Inference Protocol, 1,000 rows per request: the same tensor [1000, 5] as JSON and with the binary tensor
+   data extension, to the predictor (kernel), 16 connections each; the binary path must not be slower.
 Prints a markdown table with ratios and PASS/FAIL per goal of issue 3. BENCH_QUICK=1 makes every phase short
 (a smoke run, figures not meaningful). Loopback only; every load is bounded in time.
 """
@@ -27,8 +29,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -41,11 +44,14 @@ WARMUP_S, LOAD_S, CONNECTIONS = (1, 3, 16) if QUICK else (3, 20, 16)
 SOAK_WARMUP_S, SOAK_S, SOAK_CONNECTIONS = (2, 5, 64) if QUICK else (5, 60, 64)
 SERVER_CPU, LOAD_CPU = "0", "1"
 MODEL_NAME = "Bench Classifier"
+V2_ROWS = 1000
 
 WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open(os.getenv("BENCH_BODY"), "r"); wrk.body = f:read("*a"); f:close()
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+local header_length = os.getenv("BENCH_HEADER_LENGTH")
+if header_length then wrk.headers["Inference-Header-Content-Length"] = header_length end
+local f = io.open(os.getenv("BENCH_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
 done = function(s, latency, requests)
   local e = s.errors
   io.write(string.format(
@@ -65,6 +71,8 @@ class Target:
     env: dict[str, str]
     url: str
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    """BENCH_* variables for the wrk script: BENCH_CONTENT_TYPE, BENCH_HEADER_LENGTH."""
 
 
 @dataclass
@@ -179,13 +187,13 @@ def wrk(t: Target, connections: int, seconds: int, workdir: Path) -> Load:
     wrk_bin = shutil.which("wrk")
     if wrk_bin is None:
         raise SystemExit("the benchmark needs wrk: apt-get install wrk")
-    script, body = workdir / "post.lua", workdir / f"body-{abs(hash(t.name))}.json"
+    script, body = workdir / "post.lua", workdir / f"body-{abs(hash(t.name))}.bin"
     script.write_text(WRK_SCRIPT)
     body.write_bytes(t.body)
     argv = ["taskset", "-c", LOAD_CPU, wrk_bin, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"]
     out = subprocess.run(
         [*argv, "-s", str(script), t.url],
-        env={**os.environ, "BENCH_BODY": str(body)},
+        env={**os.environ, "BENCH_BODY": str(body), **t.headers},
         capture_output=True,
         text=True,
         timeout=seconds + 30,
@@ -227,6 +235,61 @@ def soak(t: Target, workdir: Path) -> tuple[Load, int, int]:
         return load, before, after
     finally:
         stop(proc)
+
+
+def v2_bodies(x: Any) -> tuple[bytes, bytes, int]:
+    """The tensor `x` as a V2 JSON body and as a binary one (and the binary one's JSON header length)."""
+    import orjson
+
+    shape = list(x.shape)
+    as_json = orjson.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": "FP64", "data": x.ravel().tolist()}]})
+    parameters = {"binary_data_size": x.size * 8}
+    head = orjson.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": "FP64", "parameters": parameters}]})
+    return as_json, head + x.astype("<f8").tobytes(), len(head)
+
+
+def measure_v2(t: Target, x: Any, workdir: Path) -> tuple[Load, Load]:
+    """1,000-row V2 requests to the predictor: (JSON, binary), the same tensor, each after its warm-up."""
+    as_json, binary, header = v2_bodies(x)
+    url = "/".join(t.url.split("/", 3)[:3]) + "/v2/models/bench-classifier/infer"
+    json_target = replace(t, name="v2-json", url=url, body=as_json)
+    binary_target = replace(
+        t,
+        name="v2-binary",
+        url=url,
+        body=binary,
+        headers={"BENCH_CONTENT_TYPE": "application/octet-stream", "BENCH_HEADER_LENGTH": str(header)},
+    )
+    proc, _ = start(t, workdir / "v2.log")
+    try:
+        settle(t, proc)
+        loads = []
+        for target in (json_target, binary_target):
+            wrk(target, CONNECTIONS, WARMUP_S, workdir)
+            loads.append(wrk(target, CONNECTIONS, LOAD_S, workdir))
+        return loads[0], loads[1]
+    finally:
+        stop(proc)
+
+
+def v2_table(v2: tuple[Load, Load], rows: int) -> list[str]:
+    j, b = v2
+    ok = b.rps >= j.rps and b.errors + b.non2xx + j.errors + j.non2xx == 0
+    return [
+        "",
+        f"Open Inference Protocol, {rows:,} rows per request (one FP64 tensor [{rows}, 5]), {CONNECTIONS} connections, "
+        f"{LOAD_S} s each:",
+        "",
+        "| body | req/s | rows/s | p50 (ms) | p99 (ms) | errors |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {name} | {load.rps:.0f} | {load.rps * rows:,.0f} | {load.p50_ms:.1f} | {load.p99_ms:.1f} | "
+            f"{load.errors + load.non2xx} |"
+            for name, load in (("JSON", j), ("binary tensor data", b))
+        ],
+        "",
+        f"binary vs JSON: {b.rps / j.rps:.2f}x throughput; goal: not slower: {verdict(ok)}",
+    ]
 
 
 def verdict(ok: bool) -> str:
@@ -299,6 +362,7 @@ def table(
 
 def main() -> list[str]:
     import mlflow
+    import numpy as np
 
     from tests.predictor.models import FEATURES, breast_cancer, train_classifier
 
@@ -314,7 +378,10 @@ def main() -> list[str]:
             cold = measure_cold_starts(ts, workdir)
             loads = {t.name: measure_load(t, workdir) for t in ts}
             soaked = soak(ts[1], workdir)
-    lines = table(cold, loads, soaked)
+            rng = np.random.default_rng(0)
+            low, high = breast_cancer()[0].min(axis=0), breast_cancer()[0].max(axis=0)
+            v2 = measure_v2(ts[1], rng.uniform(low, high, size=(V2_ROWS, len(FEATURES))), workdir)
+    lines = table(cold, loads, soaked) + v2_table(v2, V2_ROWS)
     print("\n".join(lines), flush=True)
     return lines
 

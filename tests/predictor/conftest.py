@@ -37,7 +37,7 @@ def local_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def registry(mlflow_srv: MlflowServer) -> dict[str, str]:
     """The test models registered once on the session's MLflow server: name -> models:/ URI (`logged*`: logged
-    models, not registered, as models:/m-<id>)."""
+    models, not registered, as models:/m-<id>; `untyped`: the classifier logged without signature)."""
     import mlflow
 
     mlflow.set_tracking_uri(mlflow_srv.url)
@@ -50,6 +50,7 @@ def registry(mlflow_srv: MlflowServer) -> dict[str, str]:
         "pyfunc": models.log_pyfunc_model("pt-custom-linear"),
         "logged": models.log_logged_model("PT Logged_Risk"),
         "logged-outside-run": models.log_logged_model("pt-logged-bare", in_run=False),
+        "untyped": models.log_untyped_model("PT Untyped_Risk"),
     }
     mlflow.MlflowClient().set_registered_model_alias("pt-lookup", "production", "1")
     return uris

@@ -269,3 +269,51 @@ def save_mixed_pyfunc(path: Path) -> Path:
     )
     (path / "contract.yaml").write_text(yaml.safe_dump(MIXED_CONTRACT, sort_keys=False))
     return path
+
+
+def save_untyped(path: Path, *, example: bool = True) -> Path:
+    """The classifier saved with no signature (and no contract): with its input example (`signature=False` keeps
+    MLflow from inferring one from it), or with none. The predictor serves it untyped."""
+    import mlflow.sklearn
+
+    model = _fit_classifier()
+    kw: dict[str, Any] = {"input_example": _frame(breast_cancer(5)[0])} if example else {}
+    mlflow.sklearn.save_model(model, str(path), signature=False, **kw)
+    return path
+
+
+def log_untyped_model(name: str = "untyped-risk") -> str:
+    """The untyped classifier (no signature, an input example) logged to the MLflow server and registered."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return _register(save_untyped(Path(tmp) / "model"), name)
+
+
+def save_failing_untyped(path: Path) -> Path:
+    """A pyfunc model with no signature whose input example makes it raise: its self-test must fail."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    class Broken(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            raise RuntimeError("broken on purpose")
+
+    mlflow.pyfunc.save_model(
+        str(path), python_model=Broken(), signature=False, input_example=pd.DataFrame({"a": [1.0, 2.0]})
+    )
+    return path
+
+
+def save_params_pyfunc(path: Path) -> Path:
+    """A pyfunc model with an inference param: `y = scale * x` (`scale` defaults to 1.0)."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    class Scaled(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            return (model_input["x"] * float((params or {}).get("scale", 1.0))).to_numpy()
+
+    example = pd.DataFrame({"x": [1.0, 2.0]})
+    signature = infer_signature(example, example["x"].to_numpy(), params={"scale": 1.0})
+    mlflow.pyfunc.save_model(str(path), python_model=Scaled(), signature=signature, input_example=example)
+    return path

@@ -102,11 +102,26 @@ def test_a_body_that_is_not_json_is_400_or_422(classifier: Any, content: bytes, 
     assert r.json()["error"] in ("invalid_json", "invalid_input")
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/models/other-model:predict"),
+        ("GET", "/v1/models/other-model"),
+        ("POST", "/v2/models/other-model/infer"),
+        ("GET", "/v2/models/other-model"),
+        ("GET", "/v2/models/other-model/ready"),
+        ("POST", "/v2/models/other-model/versions/1/infer"),
+        ("POST", f"/v2/models/{PATH}/versions/7/infer"),
+        ("GET", f"/v2/models/{PATH}/versions/7"),
+    ],
+)
+def test_another_model_name_or_version_is_404_on_every_route(classifier: Any, method: str, path: str) -> None:
+    r = classifier.request(method, path, json={"instances": [ROW]} if "v1" in path else {"inputs": []})
+    assert (r.status_code, r.json()["code"]) == (404, "not_found"), r.text
+    assert "only" in r.json()["error"]
+
+
 def test_unknown_paths_and_methods(classifier: Any) -> None:
-    r = classifier.post("/v1/models/other-model:predict", json={"instances": [ROW]})
-    assert (r.status_code, r.json()["error"]) == (404, "not_found")
-    assert classifier.post("/v2/models/other-model/infer", json={"inputs": []}).status_code in (404, 422)
-    assert classifier.get("/v2/models/other-model").status_code == 404
     assert classifier.get("/nothing/here").json()["error"] == "not_found"
     r = classifier.get(f"{API}/predict")
     assert (r.status_code, r.json()["error"]) == (405, "method_not_allowed")
@@ -221,12 +236,15 @@ def test_openapi_documents_kserve_names_and_error_bodies(classifier: Any) -> Non
     op = spec["paths"]["/v2/models/{name}/infer"]["post"]
     (name,) = op["parameters"]
     assert name["examples"] == {"this predictor's model": {"value": PATH}} and PATH in name["description"]
-    examples = {
-        code: r["content"]["application/json"]["example"]["error"]
-        for code, r in op["responses"].items()
-        if code != "200"
+    responses = {code: r for code, r in op["responses"].items() if code != "200"}
+    examples = {code: r["content"]["application/json"]["example"]["code"] for code, r in responses.items()}
+    assert examples == {
+        "400": "invalid_json",
+        "404": "not_found",
+        "422": "invalid_input",
+        "500": "model_error",
+        "503": "not_ready",
     }
-    assert examples == {"400": "invalid_json", "422": "invalid_input", "500": "model_error", "503": "not_ready"}
 
 
 def test_openapi_documents_the_contract(contract_client: Any) -> None:
@@ -468,8 +486,14 @@ def test_prediction_calls_before_ready_are_turned_away_without_parsing(local_mod
 
     app = create_app(Settings(model_uri=str(local_models["classifier"]), service_path="m"))
     client = TestClient(app)  # no lifespan: the model never loads
-    for path in ("/m/api/v1/predict", "/v1/models/m:predict", "/v2/models/m/infer"):
+    for path, code in (
+        ("/m/api/v1/predict", lambda b: b["error"]),
+        ("/v1/models/m:predict", lambda b: b["code"]),
+        ("/v2/models/m/infer", lambda b: b["code"]),
+        ("/v2/models/m/versions/1/infer", lambda b: b["code"]),
+        ("/invocations", lambda b: b["error_code"]),
+    ):
         r = client.post(path, content=b"not even json", headers={"content-type": "application/json"})
-        assert (r.status_code, r.json()["error"]) == (503, "not_ready"), path
+        assert r.status_code == 503 and code(r.json()) in ("not_ready", "TEMPORARILY_UNAVAILABLE"), path
     assert client.get("/v2/health/live").status_code == 200
     assert client.post("/v1/models/other:predict", json={"instances": [ROW]}).status_code == 404

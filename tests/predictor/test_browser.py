@@ -1,8 +1,10 @@
 """Browser tests: Debian chromium, driven by playwright, against a real predictor process.
 
 The Swagger page at /<path>/api/ (and /docs) must render the operations with assets served by the predictor
-itself (no CDN), and "Try it out" on the predict operation must return 200 with a prediction. Chromium is
-installed by .ci/install-browser; a missing browser fails these tests, it does not skip them.
+itself (no CDN), and "Try it out" then "Execute" on every prediction operation, with the body and parameters
+Swagger UI fills in from the document's examples, must answer 200. The model has a contract with an entity
+lookup, so every kind of operation is there. Chromium is installed by .ci/install-browser; a missing browser
+fails these tests, it does not skip them.
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ PATH = "swagger-browser-check"
 def predictor(mlflow_srv: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Predictor]:
     import mlflow
 
-    from tests.predictor.models import train_classifier
+    from tests.predictor.models import log_contract_model
 
     mlflow.set_tracking_uri(mlflow_srv.url)
     mlflow.set_registry_uri(mlflow_srv.url)
-    uri = train_classifier(MODEL_NAME)
+    uri = log_contract_model(MODEL_NAME)
     with running_predictor(uri, mlflow_srv.url, PATH, tmp_path_factory.mktemp("browser")) as p:
         yield p
 
@@ -98,45 +100,37 @@ def test_swagger_page_renders_offline(predictor: Predictor, browser: Browser, ro
     page.context.close()
 
 
-def test_try_it_out_predicts(predictor: Predictor, browser: Browser, tmp_path: Path) -> None:
+PREDICTIONS = [
+    ("predict", "predict", f"/{PATH}/api/v1/predict"),
+    ("predict", "predict_entity", f"/{PATH}/api/v1/model/predict"),
+    ("kserve", "v1_predict", f"/v1/models/{PATH}:predict"),
+    ("kserve", "v2_infer", f"/v2/models/{PATH}/infer"),
+    ("kserve", "v2_infer_version", f"/v2/models/{PATH}/versions/1/infer"),
+    ("mlflow", "mlflow_invocations", "/invocations"),
+]
+"""Every prediction operation: (tag, operationId, the URL its filled-in example calls)."""
+
+
+@pytest.mark.parametrize(("tag", "operation", "url"), PREDICTIONS, ids=[p[1] for p in PREDICTIONS])
+def test_try_it_out_and_execute_answer_200(
+    predictor: Predictor, browser: Browser, tmp_path: Path, tag: str, operation: str, url: str
+) -> None:
     page = Page(browser)
     page.page.goto(f"{predictor.api}/", wait_until="networkidle")
-    op = page.page.locator(f'.opblock-summary-path[data-path="/{PATH}/api/v1/predict"]')
-    op.click()
-    block = page.page.locator(".opblock.is-open")
+    block = page.page.locator(f"#operations-{tag}-{operation}")
+    block.locator(".opblock-summary").click()
     block.locator("button.try-out__btn").click()
-    body = block.locator("textarea.body-param__text")
-    example = json.loads(body.input_value())
-    assert example["records"] and isinstance(example["records"][0], dict), example
     block.locator("button.execute").click()
     status = block.locator(".live-responses-table tr.response .response-col_status").first
     status.wait_for(timeout=20_000)
-    assert status.inner_text().strip() == "200"
-    answer = json.loads(
-        block.locator(".live-responses-table tr.response .response-col_description pre").first.inner_text()
-    )
-    assert answer["model"] == MODEL_NAME
-    assert len(answer["predictions"]) == len(example["records"])
-    assert all(p in (0, 1) for p in answer["predictions"])
-    page.page.screenshot(path=str(tmp_path / "try-it-out.png"), full_page=True)
-    assert any(u.endswith(f"/{PATH}/api/v1/predict") for u in page.requests)
+    answer = block.locator(".live-responses-table tr.response .response-col_description pre").first.inner_text()
+    page.page.screenshot(path=str(tmp_path / f"{operation}.png"), full_page=True)
+    assert status.inner_text().strip() == "200", answer
+    body = json.loads(answer)
+    assert body.get("predictions") or body.get("outputs"), body
+    if operation.startswith("predict"):
+        assert body["model"] == MODEL_NAME and body["labels"][0] in ("malignant", "benign")
+    assert any(u.endswith(url) for u in page.requests), page.requests
     assert page.off_host() == []
     assert page.problems == []
-    page.context.close()
-
-
-def test_try_it_out_kserve_needs_no_typing(predictor: Predictor, browser: Browser) -> None:
-    """The KServe routes' model name is filled in with this predictor's: "Try it out", "Execute", 200."""
-    page = Page(browser)
-    page.page.goto(f"{predictor.api}/", wait_until="networkidle")
-    page.page.locator('.opblock-summary-path[data-path="/v2/models/{name}"]').click()
-    block = page.page.locator(".opblock.is-open")
-    block.locator("button.try-out__btn").click()
-    assert block.locator(".parameters input").first.input_value() == PATH
-    block.locator("button.execute").click()
-    status = block.locator(".live-responses-table tr.response .response-col_status").first
-    status.wait_for(timeout=20_000)
-    assert status.inner_text().strip() == "200"
-    assert any(u.endswith(f"/v2/models/{PATH}") for u in page.requests)
-    assert page.off_host() == [] and page.problems == []
     page.context.close()

@@ -80,6 +80,32 @@ V2_CASES = [
     ("a value out of range", {"inputs": [REQUIRED[0], col("visits", "INT64", [3, 101]), REQUIRED[2]]}, False),
     ("a 2-D tensor of the wrong width", {"inputs": [col("m", "BYTES", [[2.5, 3, "low", True]], [1, 4])]}, False),
     ("a 2-D tensor of no rows", {"inputs": [col("m", "BYTES", [], [0, 5])]}, False),
+    (
+        "by position, names not the inputs'",
+        {"inputs": [col(f"INPUT{i}", t["datatype"], t["data"]) for i, t in enumerate(COLUMNS)]},
+        True,
+    ),
+    (
+        "by position, optional inputs left out",
+        {"inputs": [col(f"t{i}", t["datatype"], t["data"]) for i, t in enumerate(REQUIRED)]},
+        True,
+    ),
+    ("by position, a required input left out", {"inputs": [col("t0", "FP64", [2.5, 0.0])]}, False),
+    ("names mixing inputs and others", {"inputs": [col("t0", "FP64", [2.5, 0.0]), *REQUIRED[1:]]}, False),
+    (
+        "whole numbers as FP32 for an integer",
+        {"inputs": [REQUIRED[0], col("visits", "FP32", [3.0, 0]), REQUIRED[2]]},
+        True,
+    ),
+    (
+        "a fraction as FP32 for an integer",
+        {"inputs": [REQUIRED[0], col("visits", "FP32", [3.5, 0]), REQUIRED[2]]},
+        False,
+    ),
+    ("within INT8 and the contract", {"inputs": [col("dose", "INT8", [127, 0]), *REQUIRED[1:]]}, True),
+    ("beyond INT8, within the contract", {"inputs": [col("dose", "INT8", [128, 0]), *REQUIRED[1:]]}, False),
+    ("a negative UINT8", {"inputs": [REQUIRED[0], col("visits", "UINT8", [-1, 0]), REQUIRED[2]]}, False),
+    ("a fraction as INT64 for a double", {"inputs": [col("dose", "INT64", [2.5, 0]), *REQUIRED[1:]]}, False),
 ]
 
 RULES_IN_WORDS = [
@@ -126,17 +152,47 @@ def test_v2_flat_2d_tensor_of_mixed_inputs_is_described_not_in_the_schema(mixed:
     assert not _validator(mixed.schemas.v2_request).is_valid(body)
     assert mixed.post(f"/v2/models/{PATH}/infer", json=body).status_code == 200
     defs = mixed.schemas.v2_request.model_json_schema()["$defs"]
-    assert "a flat row-major array of n x 5 values is accepted too" in defs["V2MatrixTensor"]["description"]
+    matrix = next(d for k, d in defs.items() if k.startswith("V2MatrixTensor"))
+    assert "a flat row-major array of n x 5 values is accepted too" in matrix["description"]
 
 
-def test_v2_schema_names_inputs_and_datatypes(mixed: Any) -> None:
+def _datatypes(d: dict) -> list[str]:
+    datatype = d["properties"]["datatype"]
+    return datatype.get("enum", [datatype.get("const")])
+
+
+def test_v2_schema_names_inputs_datatypes_and_their_ranges(mixed: Any) -> None:
     defs = mixed.schemas.v2_request.model_json_schema()["$defs"]
-    tensors = {d["properties"]["name"]["const"]: d for k, d in defs.items() if k.startswith("V2InputTensor")}
-    assert list(tensors) == ["dose", "visits", "arm", "smoker", "note"]
-    assert tensors["smoker"]["properties"]["datatype"]["const"] == "BOOL"
-    assert "FP64" not in tensors["visits"]["properties"]["datatype"]["enum"]
-    assert {"FP64", "INT64"} <= set(tensors["dose"]["properties"]["datatype"]["enum"])
-    assert defs["V2MatrixTensor"]["properties"]["name"]["not"] == {"enum": list(tensors)}
+    groups: dict[str, dict[str, dict]] = {}
+    for key, d in defs.items():
+        if key.startswith("V2InputTensor"):
+            for datatype in _datatypes(d):
+                groups.setdefault(d["properties"]["name"]["const"], {})[datatype] = d
+    assert list(groups) == ["dose", "visits", "arm", "smoker", "note"]
+    assert list(groups["smoker"]) == ["BOOL"] and list(groups["arm"]) == ["BYTES"]
+    assert {"FP16", "FP32", "FP64", "INT8", "UINT64"} <= set(groups["visits"]) and "BOOL" not in groups["dose"]
+
+    def item(d: dict) -> dict:
+        flat = d["properties"]["data"]["anyOf"][0]["items"]
+        return flat.get("anyOf", [flat])[0]
+
+    assert (item(groups["dose"]["INT8"])["minimum"], item(groups["dose"]["INT8"])["maximum"]) == (0, 127)
+    assert item(groups["dose"]["FP16"])["type"] == "number" and item(groups["dose"]["FP16"])["maximum"] == 1000
+    assert item(groups["visits"]["FP32"])["type"] == "integer"  # floating datatypes carry whole numbers only
+    matrix = next(d for k, d in defs.items() if k.startswith("V2MatrixTensor"))
+    assert matrix["properties"]["name"]["not"] == {"enum": list(groups)}
+    positional = next(d for k, d in defs.items() if k.startswith("V2PositionTensor"))
+    assert positional["properties"]["name"]["not"] == {"enum": list(groups)}
+
+
+def test_examples_are_valid_and_accepted(mixed: Any) -> None:
+    for route, model in (
+        (f"/v1/models/{PATH}:predict", mixed.schemas.v1_request),
+        (f"/v2/models/{PATH}/infer", mixed.schemas.v2_request),
+    ):
+        (example,) = model.model_json_schema()["examples"]
+        assert _validator(model).is_valid(example), example
+        assert mixed.post(route, json=example).status_code == 200, route
 
 
 def test_flat_2d_tensor_is_in_the_schema_when_every_input_takes_the_same_values(local_models: dict[str, Path]) -> None:

@@ -1,0 +1,43 @@
+"""Health and metrics: `/v2/health/live` (the process runs), `/v2/health/ready` and `/healthz` (model loaded
+and self-tested; the pod's readiness probe), `/metrics` (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import PlainTextResponse, Response
+
+from custom_predictor.errors import ErrorBody, json_response
+from custom_predictor.service import PredictionService
+
+
+def router(service: PredictionService) -> APIRouter:
+    api = APIRouter(tags=["health"])
+    runtime, metrics = service.runtime, service.metrics
+
+    @api.get("/v2/health/live", operation_id="live", summary="Liveness: the server runs")
+    async def live() -> Response:
+        return json_response({"live": True})
+
+    @api.get(
+        "/v2/health/ready",
+        operation_id="ready",
+        summary="Readiness: model loaded and self-test passed",
+        responses={503: {"model": ErrorBody}},
+    )
+    async def ready() -> Response:
+        if runtime.ready:
+            return json_response({"ready": True})
+        return json_response({"ready": False, "state": runtime.state, "reason": runtime.reason}, 503)
+
+    @api.get("/healthz", operation_id="healthz", summary="Plain health check (same as readiness)")
+    async def healthz() -> Response:
+        return await ready()
+
+    @api.get("/metrics", operation_id="metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics_route() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        metrics.runtime.info({"kind": runtime.kind or "none", "kernel_check": runtime.kernel_check or "none"})
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return api
