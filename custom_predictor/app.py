@@ -88,7 +88,7 @@ def resolve_contract(source: ModelSource) -> tuple[Contract, dict[Any, dict[str,
     return contract, entities
 
 
-def _description(source: ModelSource, contract: Contract, flavor: str) -> str:
+def _description(source: ModelSource, contract: Contract, flavor: str, notes: list[str] | None = None) -> str:
     origin = "contract.yaml" if contract.source == "contract" else "derived from the MLflow signature"
     lines = [
         contract.description or "",
@@ -96,6 +96,8 @@ def _description(source: ModelSource, contract: Contract, flavor: str) -> str:
         f"**Model** `{source.name}` · **version** `{source.version or '-'}` · **run** `{source.run_id or '-'}` "
         f"· **flavor** `{flavor}` · **contract** {origin}",
     ]
+    if notes:
+        lines += ["", "**Environment**: this image differs from what the model was logged with:", "", *notes]
     for title, values in (
         ("Params", source.run.get("params")),
         ("Metrics", source.run.get("metrics")),
@@ -120,9 +122,11 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         kernels=settings.kernels,
         verify_kernel=settings.verify_kernel,
         allow_pickle=settings.mlflow_allow_pickle_deserialization,
+        requirements_check=settings.requirements_check,
     )
     schemas = Schemas(contract, settings.max_records, source.name)
     metrics = Metrics()
+    metrics.record_environment(runtime.findings)
     labels = contract.outputs[0].labels if len(contract.outputs) == 1 else None
 
     @contextlib.asynccontextmanager
@@ -143,7 +147,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     app = FastAPI(
         title=f"{source.name} (version {source.version or '-'})",
         version=str(source.version or "0"),
-        description=_description(source, contract, runtime.flavor),
+        description=_description(source, contract, runtime.flavor, runtime.notes),
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
