@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from adapter import naming
+from adapter import images, naming
 from adapter.errors import AdapterError, NotFoundError, PermanentError, TransientError
 from adapter.log import kv
-from adapter.overrides import OverrideError, resolve
+from adapter.overrides import OverrideError, Overrides, resolve
 from adapter.render import Manifest, render
 from adapter.rollout import interpret, latest_created_revision, traffic
 from adapter.selection import select
@@ -54,6 +54,7 @@ from adapter.types import (
     TAG_TRAFFIC,
     TAG_UPDATED,
     TAG_URL,
+    ModelFiles,
     Rollout,
     Selection,
     Snapshot,
@@ -75,6 +76,7 @@ _TAG_ONLY_FIELDS = ("canaryTrafficPercent", "containerConcurrency")
 class Registry(Protocol):
     def snapshot(self) -> Snapshot: ...
     def get_version(self, name: str, version: str) -> VersionInfo: ...
+    def model_files(self, name: str, version: str) -> ModelFiles | None: ...
     def set_version_tags(self, name: str, version: str, tags: Mapping[str, str | None]) -> None: ...
     def set_model_tags(self, name: str, tags: Mapping[str, str | None]) -> None: ...
 
@@ -305,8 +307,9 @@ class Reconciler:
 
         try:
             overrides = resolve(self.settings, model.tags if model else {}, version.tags)
-            desired = render(self.settings, version, overrides=overrides)
-        except OverrideError as e:
+            image = self._image(version, overrides)
+            desired = render(self.settings, version, overrides=overrides, image=image)
+        except (OverrideError, images.NoImage) as e:
             return self._fail(out, version, str(e))
         fp = fingerprint(desired)
         tags = self._current_tags(version)
@@ -374,6 +377,21 @@ class Reconciler:
         )
         self._write_rollout(out, version, rollout, ref, managed, traffic(observed))
         return out
+
+    def _image(self, version: VersionInfo, overrides: Overrides) -> str:
+        """The predictor image for `version`: its `serving.image` tag, else the first of PREDICTOR_IMAGES that
+        covers its MLmodel flavor and requirements.txt (read once per version), else NoImage; PREDICTOR_IMAGE
+        when MLflow does not serve the version's files. Transient MLflow errors propagate (retried)."""
+        override = overrides.values.get("image")
+        if override:
+            return str(override)
+        try:
+            files = self.registry.model_files(version.name, version.version)
+        except PermanentError as e:
+            raise images.NoImage(f"cannot choose a predictor image: {e.message}") from None
+        if files is None:
+            return self.settings.predictor_image
+        return images.choose(self.settings.catalog, files.flavors, images.requirements(files.requirements))
 
     # ---- write-back ------------------------------------------------------------------------
     def _write_rollout(
