@@ -159,6 +159,24 @@ def mixed_frame(n: int = 200) -> tuple[pd.DataFrame, np.ndarray]:
     return frame, (y + (sites == "east")) % 2
 
 
+def save_sklearn(path: Path) -> Path:
+    """The breast-cancer classifier of `models` (StandardScaler + LogisticRegression) with pinned requirements
+    (an inferred list would name every library this venv imports on the side, torch included)."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    frame, _ = _frame(5)
+    model = models._fit_classifier()
+    mlflow.sklearn.save_model(
+        model,
+        str(path),
+        signature=infer_signature(frame, model.predict(frame)),
+        input_example=frame,
+        pip_requirements=pins("scikit-learn", "numpy", "pandas", "scipy", "skops"),
+    )
+    return path
+
+
 def save_column_transformer(path: Path) -> Path:
     """scikit-learn: a ColumnTransformer (StandardScaler on the numbers, OneHotEncoder on the string `site`)
     and a LogisticRegression, with a signature that has a string column."""
@@ -184,6 +202,7 @@ def save_column_transformer(path: Path) -> Path:
 
 
 SAVERS: dict[str, Callable[[Path], Path]] = {
+    "sklearn": save_sklearn,
     "xgboost": save_xgboost,
     "xgboost-booster": lambda p: save_xgboost(p, booster=True),
     "lightgbm": save_lightgbm,

@@ -35,14 +35,16 @@ def requirements(target: str = "base") -> list[Requirement]:
     return out
 
 
-def closure(target: str = "base") -> set[str]:
-    """The listed distributions and, transitively, everything they require (with the extras asked for)."""
+def closure(target: str = "base", *, cpu_build: bool = True) -> set[str]:
+    """The listed distributions and, transitively, everything they require (with the extras asked for).
+    `cpu_build`: without the CUDA packages of PyPI's torch (the image has the CPU build; this venv may not)."""
     seen: set[tuple[str, frozenset[str]]] = set()
     names: set[str] = set()
     todo = [(r.name, frozenset(r.extras)) for r in requirements(target)]
     while todo:
         name, extras = todo.pop()
-        if (canonicalize_name(name), extras) in seen or canonicalize_name(name).startswith(_CUDA_ONLY):
+        cuda = cpu_build and canonicalize_name(name).startswith(_CUDA_ONLY)
+        if (canonicalize_name(name), extras) in seen or cuda:
             continue
         seen.add((canonicalize_name(name), extras))
         names.add(canonicalize_name(name))

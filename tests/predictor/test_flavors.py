@@ -25,6 +25,7 @@ from tests.predictor.conftest import in_process
 pytestmark = pytest.mark.slow
 
 KINDS = {
+    "sklearn": "kernel",
     "xgboost": "xgboost",
     "xgboost-booster": "xgboost",
     "lightgbm": "lightgbm",
