@@ -26,7 +26,7 @@ from adapter import images, naming
 from adapter.errors import AdapterError, NotFoundError, PermanentError, TransientError
 from adapter.log import kv
 from adapter.overrides import OverrideError, Overrides, resolve
-from adapter.render import Manifest, render
+from adapter.render import CONTAINER, Manifest, render
 from adapter.rollout import interpret, latest_created_revision, traffic
 from adapter.selection import select
 from adapter.settings import AdapterSettings
@@ -76,7 +76,7 @@ _TAG_ONLY_FIELDS = ("canaryTrafficPercent", "containerConcurrency")
 class Registry(Protocol):
     def snapshot(self) -> Snapshot: ...
     def get_version(self, name: str, version: str) -> VersionInfo: ...
-    def model_files(self, name: str, version: str) -> ModelFiles | None: ...
+    def model_files(self, version: VersionInfo) -> ModelFiles | None: ...
     def set_version_tags(self, name: str, version: str, tags: Mapping[str, str | None]) -> None: ...
     def set_model_tags(self, name: str, tags: Mapping[str, str | None]) -> None: ...
 
@@ -307,7 +307,7 @@ class Reconciler:
 
         try:
             overrides = resolve(self.settings, model.tags if model else {}, version.tags)
-            image = self._image(version, overrides)
+            image = self._image(version, overrides, observed)
             desired = render(self.settings, version, overrides=overrides, image=image)
         except (OverrideError, images.NoImage) as e:
             return self._fail(out, version, str(e))
@@ -378,15 +378,24 @@ class Reconciler:
         self._write_rollout(out, version, rollout, ref, managed, traffic(observed))
         return out
 
-    def _image(self, version: VersionInfo, overrides: Overrides) -> str:
-        """The predictor image for `version`: its `serving.image` tag, else the first of PREDICTOR_IMAGES that
-        covers its MLmodel flavor and requirements.txt (read once per version), else NoImage; PREDICTOR_IMAGE
-        when MLflow does not serve the version's files. Transient MLflow errors propagate (retried)."""
+    def _image(self, version: VersionInfo, overrides: Overrides, observed: Mapping[str, Any] | None) -> str:
+        """The predictor image for `version`: its `serving.image` tag; the image already serving this version if
+        the catalog still lists it (chosen when it was deployed: no MLflow read in a steady pass); else the first
+        of PREDICTOR_IMAGES that covers its MLmodel flavor and requirements.txt, or NoImage. PREDICTOR_IMAGE when
+        MLflow does not serve the version's files, and for the local target (its predictors run this Python,
+        whatever the image; their own start-up check applies). Transient MLflow errors propagate (retried)."""
         override = overrides.values.get("image")
         if override:
             return str(override)
+        if self.settings.deploy_target == "local":
+            return self.settings.predictor_image
+        if observed is not None and _annotations(observed).get(ANN_MODEL_VERSION) == version.version:
+            containers = ((observed.get("spec") or {}).get("predictor") or {}).get("containers") or []
+            current = next((c.get("image") for c in containers if c.get("name") == CONTAINER), None)
+            if current in {spec.image for spec in self.settings.catalog}:
+                return str(current)
         try:
-            files = self.registry.model_files(version.name, version.version)
+            files = self.registry.model_files(version)
         except PermanentError as e:
             raise images.NoImage(f"cannot choose a predictor image: {e.message}") from None
         if files is None:

@@ -153,16 +153,23 @@ class MlflowRegistry:
     def get_version(self, name: str, version: str) -> VersionInfo:
         return _version(self._call("get_model_version", self._client.get_model_version, name, version))
 
-    def model_files(self, name: str, version: str) -> ModelFiles | None:
+    def model_files(self, v: VersionInfo) -> ModelFiles | None:
         """The version's MLmodel flavors and requirements.txt, read once per version (cached) with two small
         downloads through MLflow's artifact API; None when MLflow does not serve the version's artifacts itself
         (s3://... read by the predictor with its own credentials). A version without an MLmodel, or with one
         that is not a mapping of flavors, is a PermanentError."""
+        name, version = v.name, v.version
         key = (name, version)
         with self._lock:
             if key in self._files:
                 return self._files[key]
-        uri = self._call("get_model_version_download_uri", self._client.get_model_version_download_uri, name, version)
+        if v.source.startswith("mlflow-artifacts:/"):
+            uri = v.source
+        elif v.source.startswith(("models:/", "runs:/")) or not v.source:
+            op = "get_model_version_download_uri"
+            uri = self._call(op, self._client.get_model_version_download_uri, name, version)
+        else:
+            uri = v.source  # s3://, gs://, a path...: not MLflow's to serve
         files: ModelFiles | None = None
         if uri.startswith("mlflow-artifacts:/") and not uri.startswith("mlflow-artifacts://"):
             rel = uri.removeprefix("mlflow-artifacts:").lstrip("/")

@@ -58,9 +58,9 @@ class FakeRegistry:
             raise NotFoundError(f"no version {name}/{version}")
         return self.versions[(name, version)]
 
-    def model_files(self, name: str, version: str) -> ModelFiles | None:
-        self.file_reads[(name, version)] += 1
-        return self.files.get((name, version))
+    def model_files(self, version: VersionInfo) -> ModelFiles | None:
+        self.file_reads[(version.name, version.version)] += 1
+        return self.files.get((version.name, version.version))
 
     def _maybe_fail(self) -> None:
         if self.fail_next_write is not None:

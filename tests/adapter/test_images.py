@@ -147,7 +147,7 @@ def test_reconcile_deploys_each_model_on_the_image_that_covers_it() -> None:
     assert _image(cluster, "tree-model") == BASE
     assert _image(cluster, "s3-model") == BASE  # MLflow does not serve its files: PREDICTOR_IMAGE
     rec.run_pass()
-    assert registry.file_reads[("torch-model", "1")] == 2  # the wrapper caches; the core asks each pass
+    assert registry.file_reads[("torch-model", "1")] == 1  # once deployed, the serving image stands
 
 
 def test_a_model_no_image_covers_fails_with_nothing_applied_and_others_unaffected() -> None:
@@ -182,7 +182,7 @@ def test_a_version_without_an_mlmodel_fails_with_the_reason() -> None:
     rec, registry, cluster = _world()
     registry.add("broken", "1", stage="production")
 
-    def broken(name: str, version: str) -> ModelFiles | None:
+    def broken(version: Any) -> ModelFiles | None:
         raise PermanentError("version 1 has no MLmodel file: not an MLflow model")
 
     registry.model_files = broken  # type: ignore[method-assign]
@@ -200,11 +200,12 @@ def test_registry_reads_mlmodel_and_requirements_once_per_version(tracking_uri: 
     name = f"img-{uuid.uuid4().hex[:6]}"
     uri = flavor_models.log(flavor_models.save_xgboost, name)
     registry = MlflowRegistry(tracking_uri, tag_key="stage", tag_value="production")
-    files = registry.model_files(name, uri.rsplit("/", 1)[1])
+    version = registry.get_version(name, uri.rsplit("/", 1)[1])
+    files = registry.model_files(version)
     assert files is not None and "xgboost" in files.flavors
     assert files.requirements is not None and "xgboost-cpu==" in files.requirements
     calls = sum(registry.calls.values())
-    assert registry.model_files(name, "1") is files and sum(registry.calls.values()) == calls
+    assert registry.model_files(version) is files and sum(registry.calls.values()) == calls
     assert registry.calls["download MLmodel"] == 1 and registry.calls["download requirements.txt"] == 1
     assert choose(CATALOG, files.flavors, images.requirements(files.requirements)) == BASE
 
@@ -245,3 +246,17 @@ def test_against_mlflow_and_the_kubernetes_api(world: Any, tmp_path: Path) -> No
     assert tags["deployment.status"] == "failed"
     assert "needs catboost==1.2.7, which kind.local/custom-predictor:dev does not have" in tags["deployment.message"]
     assert "PREDICTOR_IMAGES" in tags["deployment.message"]
+
+
+def test_a_new_catalog_moves_a_serving_model_to_its_image() -> None:
+    """The serving image stands while the catalog lists it; a catalog with new image names re-chooses."""
+    rec, registry, cluster = _world()
+    registry.add("torch-model", "1", stage="production")
+    registry.files[("torch-model", "1")] = ModelFiles(flavors=flavors("pytorch"), requirements="torch==2.15.0")
+    rec.run_pass()
+    assert _image(cluster, "torch-model") == TORCH
+    catalog = json.dumps([{"image": "r/base:2", "covers": "base"}, {"image": "r/torch:2", "covers": "pytorch"}])
+    settings = AdapterSettings(k8s_name_space="models", predictor_image=BASE, predictor_images=catalog)
+    moved = Reconciler(settings, registry, cluster, sleep=lambda _: None, retry_delays=())
+    assert moved.run_pass().by_model()["torch-model"].action == "updated"
+    assert _image(cluster, "torch-model") == "r/torch:2" and registry.file_reads[("torch-model", "1")] == 2
