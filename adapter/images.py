@@ -125,11 +125,12 @@ def _spec(image: str, declared: Mapping[str, Any], where: str) -> ImageSpec:
     return ImageSpec(image=image, flavors=frozenset([*flavors, "python_function"]), libraries=libs, python=python)
 
 
-def parse_catalog(text: str, predictor_image: str) -> list[ImageSpec]:
+@lru_cache(maxsize=8)
+def parse_catalog(text: str, predictor_image: str) -> tuple[ImageSpec, ...]:
     """PREDICTOR_IMAGES as image specs, in order; empty text gives the default catalog (see module doc)."""
     if not text.strip():
         base, torch = builtin()["base"], builtin()["pytorch"]
-        return [_spec(predictor_image, base, "base"), _spec(pytorch_variant(predictor_image), torch, "pytorch")]
+        return (_spec(predictor_image, base, "base"), _spec(pytorch_variant(predictor_image), torch, "pytorch"))
     try:
         data = json.loads(text)
     except ValueError as e:
@@ -149,7 +150,7 @@ def parse_catalog(text: str, predictor_image: str) -> list[ImageSpec]:
             out.append(_spec(entry["image"].strip(), builtin()[covers], where))
         else:
             out.append(_spec(entry["image"].strip(), entry, where))
-    return out
+    return tuple(out)
 
 
 def serving_flavor(flavors: Mapping[str, Any]) -> str:

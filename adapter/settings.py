@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -96,9 +95,9 @@ class AdapterSettings(BaseSettings):
             raise ValueError(str(e)) from None
         return self
 
-    @cached_property
-    def catalog(self) -> list[ImageSpec]:
-        """PREDICTOR_IMAGES, parsed (validated at start)."""
+    @property
+    def catalog(self) -> tuple[ImageSpec, ...]:
+        """PREDICTOR_IMAGES, parsed (validated at start; parsed once per value)."""
         return parse_catalog(self.predictor_images, self.predictor_image)
 
     @property
