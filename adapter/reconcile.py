@@ -547,6 +547,8 @@ class Reconciler:
         if not changes:
             return
         changes[TAG_UPDATED] = self._iso()
+        if TAG_STATUS in changes:  # written last (one call per tag): who sees the new status finds its message
+            changes[TAG_STATUS] = changes.pop(TAG_STATUS)
         self.registry.set_version_tags(version.name, version.version, changes)
         _merge(current, changes)
         out.tag_writes += len(changes)
