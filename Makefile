@@ -11,13 +11,14 @@ export DO_NOT_TRACK := true
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml custom_predictor/requirements-torch.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[adapter,predictor,dev]'
+	$(PY) scripts/cached_extra.py custom_predictor/requirements-torch.txt
 	touch $@
 
-install: $(VENV)/.installed ## Make .venv with runtime and dev dependencies
+install: $(VENV)/.installed ## Make .venv with runtime and dev dependencies (torch: once per machine, cached)
 
 controlplane: install ## Build etcd, kube-apiserver, kubectl and the KServe manager from the Go module proxy (cached outside the repo)
 	$(PY) -m tests.controlplane.build

@@ -6,7 +6,9 @@ from the process and its `/v2/health/ready`). State and logs live under SERVICE_
 `services/<name>.json` per service, `logs/<name>.log` per predictor. A service keeps its port
 across versions, so `deployment.url` is stable; a new version replaces the process (unlike KServe,
 the previous version stops serving while the new one starts). A predictor that exits is reported
-failed with its last log lines and restarted with backoff. A lock file keeps two adapters from
+failed with its termination message (the one line a predictor writes before it exits; its last log
+lines otherwise) and restarted with backoff, unless it exited for good (code 2: the model cannot be served), which
+stays failed until the service changes. A lock file keeps two adapters from
 managing one state dir; a restarted adapter adopts predictors that still answer, or replaces them.
 """
 
@@ -36,6 +38,9 @@ from adapter.types import MANAGED_BY, MANAGED_BY_LABEL
 
 log = logging.getLogger("adapter.local")
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+PERMANENT_EXIT = 2
+"""The predictor's exit code for a model it cannot serve: not restarted until the service changes (as Knative
+keeps a failed revision failed)."""
 LOG_TAIL_LINES = 12
 
 
@@ -132,11 +137,14 @@ class LocalCluster:
         env = dict(self.base_env)  # local credentials (AWS_*, MLFLOW_TRACKING_*) come from the adapter's env
         env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
         # SERVICE_BUILDER_STATE_DIR names the adapter that owns the process (for people and orphan checks).
+        termination = self._termination(name)
+        termination.unlink(missing_ok=True)
         env.update(
             PORT=str(state["port"]),
             HOST="127.0.0.1",
             MLFLOW_DISABLE_TELEMETRY="true",
             SERVICE_BUILDER_STATE_DIR=str(self.root),
+            TERMINATION_MESSAGE_PATH=str(termination),  # as Kubernetes' /dev/termination-log, per service
         )
         logfile = self.logs / f"{name}.log"
         with open(logfile, "ab") as out:
@@ -157,6 +165,17 @@ class LocalCluster:
             "Started predictor %s",
             kv(isvc=f"local/{name}", pid=proc.pid, port=state["port"], revision=state["revision"]),
         )
+
+    def _termination(self, name: str) -> Path:
+        return self.logs / f"{name}.termination"
+
+    def _reason(self, name: str) -> str:
+        """Why the predictor exited: its termination message (one line), else its last log lines."""
+        try:
+            message = self._termination(name).read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            message = ""
+        return message or "last log lines: " + (_tail(self.logs / f"{name}.log") or "(none)")
 
     def _stop(self, pid: int, timeout: float = 10.0) -> None:
         if not pid or not _alive(pid):
@@ -197,7 +216,7 @@ class LocalCluster:
             state["pid"] = 0
             self._save(state)
             log.warning("Predictor exited %s", kv(isvc=f"local/{name}", exit_code=state["exitCode"]))
-        if not alive and self.manage:
+        if not alive and self.manage and state.get("exitCode") != PERMANENT_EXIT:
             failures, not_before = self._restarts.get(name, (0, 0.0))
             if time.monotonic() >= not_before:
                 delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
@@ -221,8 +240,7 @@ class LocalCluster:
             {"type": "PredictorReady", "status": "True" if ready else "Unknown"},
         ]
         if "exitCode" in state:
-            message = f"predictor exited with code {state['exitCode']}; last log lines: "
-            message += _tail(self.logs / f"{name}.log") or "(none)"
+            message = f"predictor exited with code {state['exitCode']}: {self._reason(name)}"
             conditions = [
                 {"type": "Ready", "status": "False", "reason": "RevisionFailed", "message": message},
                 {

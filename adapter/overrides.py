@@ -95,9 +95,8 @@ def _qty(cap: Callable[[AdapterSettings], str]) -> Callable[[str, AdapterSetting
 
 
 def _image(text: str, s: AdapterSettings) -> str:
-    allowed = {s.predictor_image, *(i.strip() for i in s.serving_image_allowlist.split(",") if i.strip())}
-    if text.strip() not in allowed:
-        raise ValueError("is not in SERVING_IMAGE_ALLOWLIST")
+    if text.strip() not in s.allowed_images:
+        raise ValueError("is not in PREDICTOR_IMAGES or SERVING_IMAGE_ALLOWLIST")
     return text.strip()
 
 

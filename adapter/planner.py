@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter import bookkeeping, naming
-from adapter.overrides import OverrideError, resolve
-from adapter.render import Manifest, render
+from adapter import bookkeeping, images, naming
+from adapter.overrides import OverrideError, Overrides, resolve
+from adapter.render import CONTAINER, Manifest, render
 from adapter.rollout import interpret, traffic
 from adapter.selection import select
 from adapter.settings import AdapterSettings
@@ -46,6 +46,7 @@ from adapter.types import (
     TAG_UPDATED,
     TAG_URL,
     Action,
+    ModelFiles,
     Rollout,
     Selection,
     Snapshot,
@@ -99,6 +100,9 @@ class World:
     now: datetime
     missing: frozenset[tuple[str, str]] = frozenset()  # (model, version) selected but not in the registry
     terminal: Mapping[str, str] = field(default_factory=dict)  # model -> fingerprint refused permanently
+    # (model, version) -> its MLmodel flavors and requirements.txt; None: MLflow does not serve its files;
+    # a string: why they could not be read. Only for versions whose image must be chosen (`files_needed`).
+    files: Mapping[tuple[str, str], ModelFiles | str | None] = field(default_factory=dict)
 
 
 # ---- selection -------------------------------------------------------------------------------
@@ -118,6 +122,64 @@ def wanted_versions(settings: AdapterSettings, snap: Snapshot) -> set[tuple[str,
         if sel is not None and snap.known_version(name, sel.version) is None:
             out.add((name, sel.version))
     return out
+
+
+def files_needed(world: World) -> list[VersionInfo]:
+    """Selected versions whose predictor image can only be chosen from their model files (read before planning)."""
+    out = []
+    for name in in_scope(world):
+        sel = selection(world.settings, world.snapshot, name)
+        version = world.snapshot.known_version(name, sel.version) if sel else None
+        if version is None or (name, version.version) in world.files:
+            continue
+        model = world.snapshot.models.get(name)
+        try:
+            overrides = resolve(world.settings, model.tags if model else {}, version.tags)
+        except OverrideError:
+            continue  # the plan fails on the tag anyway
+        if _image_without_files(world, version, overrides, _owned(world, name)) is None:
+            out.append(version)
+    return out
+
+
+def _image_without_files(
+    world: World, version: VersionInfo, overrides: Overrides, owned: Mapping[str, Any] | None
+) -> str | None:
+    """The predictor image when the model files are not needed to choose it: a `serving.image` tag; the local
+    target (its predictors run this Python, whatever the image); the image already serving this version while the
+    catalog still lists it (a steady pass reads no model file). None: choose from the files."""
+    s = world.settings
+    override = overrides.values.get("image")
+    if override:
+        return str(override)
+    if s.deploy_target == "local":
+        return s.predictor_image
+    if owned is not None and _annotations(owned).get(ANN_MODEL_VERSION) == version.version:
+        containers = ((owned.get("spec") or {}).get("predictor") or {}).get("containers") or []
+        current = next((c.get("image") for c in containers if c.get("name") == CONTAINER), None)
+        if current in {spec.image for spec in s.catalog}:
+            return str(current)
+    return None
+
+
+def _image(world: World, version: VersionInfo, overrides: Overrides, owned: Mapping[str, Any] | None) -> str:
+    """The predictor image for `version`: without its files when possible, else the first of PREDICTOR_IMAGES
+    that covers its MLmodel flavor and requirements.txt (PREDICTOR_IMAGE when MLflow does not serve the files).
+    Raises NoImage naming what is missing."""
+    image = _image_without_files(world, version, overrides, owned)
+    if image is not None:
+        return image
+    files = world.files.get((version.name, version.version), "its model files were not read")
+    if isinstance(files, str):
+        raise images.NoImage(f"cannot choose a predictor image: {files}")
+    if files is None:
+        return world.settings.predictor_image
+    return images.choose(world.settings.catalog, files.flavors, images.requirements(files.requirements))
+
+
+def _owned(world: World, name: str) -> Mapping[str, Any] | None:
+    observed = world.observed.get(naming.isvc_name(name))
+    return observed if observed is not None and _ours(observed) and _model_of(observed) == name else None
 
 
 def in_scope(world: World) -> list[str]:
@@ -146,7 +208,7 @@ def plan_model(world: World, name: str) -> ModelPlan:
     isvc = naming.isvc_name(name)
     ref = f"{s.k8s_name_space}/{isvc}"
     observed = world.observed.get(isvc)
-    owned = observed if observed is not None and _ours(observed) and _model_of(observed) == name else None
+    owned = _owned(world, name)
     managed = snap.managed.get(name, [])
     sel = selection(s, snap, name)
     if sel is None:
@@ -161,8 +223,8 @@ def plan_model(world: World, name: str) -> ModelPlan:
     model = snap.models.get(name)
     try:
         overrides = resolve(s, model.tags if model else {}, version.tags)
-        desired = render(s, version, overrides=overrides)
-    except OverrideError as e:
+        desired = render(s, version, overrides=overrides, image=_image(world, version, overrides, owned))
+    except (OverrideError, images.NoImage) as e:
         return _fail(world, version, ref, str(e))
     fp = bookkeeping.fingerprint(desired)
     if world.terminal.get(name) == fp:

@@ -29,7 +29,7 @@ from adapter.errors import AdapterError, NotFoundError, PermanentError, Transien
 from adapter.log import kv
 from adapter.planner import ModelPlan, TagWrite
 from adapter.settings import AdapterSettings
-from adapter.types import TAG_STATUS, Action, Snapshot, Status, VersionInfo
+from adapter.types import TAG_STATUS, Action, ModelFiles, Snapshot, Status, VersionInfo
 
 log = logging.getLogger("adapter.reconcile")
 
@@ -43,6 +43,7 @@ T = TypeVar("T")
 class Registry(Protocol):
     def snapshot(self) -> Snapshot: ...
     def get_version(self, name: str, version: str) -> VersionInfo: ...
+    def model_files(self, version: VersionInfo) -> ModelFiles | None: ...
     def set_version_tags(self, name: str, version: str, tags: Mapping[str, str | None]) -> None: ...
     def set_model_tags(self, name: str, tags: Mapping[str, str | None]) -> None: ...
 
@@ -122,6 +123,7 @@ class Reconciler:
             return PassResult(ok=False, error=e.message)
         missing, unreachable = self._fetch_selected(snap)
         world = planner.World(self.settings, snap, observed, self.now(), frozenset(missing), dict(self._terminal))
+        world = replace(world, files=self._fetch_files(world, unreachable))
         plans = [p for p in planner.plan(world, only) if p.model not in unreachable]
         result = PassResult(outcomes=[unreachable[m] for m in sorted(unreachable) if only is None or m in set(only)])
         workers = max(1, min(self.settings.writeback_concurrency, len(plans)))
@@ -144,6 +146,20 @@ class Reconciler:
             except AdapterError as e:
                 unreachable[name] = Outcome(name, version, action=Action.ERROR, message=e.message)
         return missing, unreachable
+
+    def _fetch_files(
+        self, world: planner.World, unreachable: dict[str, Outcome]
+    ) -> dict[tuple[str, str], ModelFiles | str | None]:
+        """The model files (MLmodel, requirements.txt) of the versions whose image must be chosen from them."""
+        files: dict[tuple[str, str], ModelFiles | str | None] = {}
+        for v in planner.files_needed(world):
+            try:
+                files[(v.name, v.version)] = self._retrying(partial(self.registry.model_files, v))
+            except PermanentError as e:
+                files[(v.name, v.version)] = e.message
+            except AdapterError as e:
+                unreachable[v.name] = Outcome(v.name, v.version, action=Action.ERROR, message=e.message)
+        return files
 
     def _count(self, result: PassResult) -> None:
         by_status: dict[str, int] = dict.fromkeys([s.value for s in Status], 0)

@@ -7,19 +7,22 @@ Nothing here decides anything: the reconcile core does, on the plain data this r
 
 from __future__ import annotations
 
+import posixpath
 import threading
-from collections import Counter
+import urllib.parse
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import yaml
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException, RestException
 
 from adapter.errors import NotFoundError, PermanentError, TransientError
-from adapter.types import TAG_STATUS, ModelInfo, Snapshot, VersionInfo
+from adapter.types import TAG_STATUS, ModelFiles, ModelInfo, Snapshot, VersionInfo
 
 T = TypeVar("T")
 
@@ -34,6 +37,8 @@ _PERMANENT_CODES = {
     "CUSTOMER_UNAUTHORIZED",
 }
 _PAGE = 1000
+_FILES_CACHED = 4096  # versions whose MLmodel and requirements.txt are kept (a version's files never change)
+_MAX_FILE = 1 << 20  # an MLmodel or requirements.txt larger than this is not a model's
 
 
 def _without_userinfo(uri: str) -> str:
@@ -82,6 +87,7 @@ class MlflowRegistry:
         self._managed_filter = f"tags.`{TAG_STATUS}` LIKE '%'{scope}"
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._files: OrderedDict[tuple[str, str], ModelFiles | None] = OrderedDict()
 
     def _call(self, op: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self._lock:
@@ -146,6 +152,61 @@ class MlflowRegistry:
 
     def get_version(self, name: str, version: str) -> VersionInfo:
         return _version(self._call("get_model_version", self._client.get_model_version, name, version))
+
+    def model_files(self, v: VersionInfo) -> ModelFiles | None:
+        """The version's MLmodel flavors and requirements.txt, read once per version (cached) with two small
+        downloads through MLflow's artifact API; None when MLflow does not serve the version's artifacts itself
+        (s3://... read by the predictor with its own credentials). A version without an MLmodel, or with one
+        that is not a mapping of flavors, is a PermanentError."""
+        name, version = v.name, v.version
+        key = (name, version)
+        with self._lock:
+            if key in self._files:
+                return self._files[key]
+        if v.source.startswith("mlflow-artifacts:/"):
+            uri = v.source
+        elif v.source.startswith(("models:/", "runs:/")) or not v.source:
+            op = "get_model_version_download_uri"
+            uri = self._call(op, self._client.get_model_version_download_uri, name, version)
+        else:
+            uri = v.source  # s3://, gs://, a path...: not MLflow's to serve
+        files: ModelFiles | None = None
+        if uri.startswith("mlflow-artifacts:/") and not uri.startswith("mlflow-artifacts://"):
+            rel = uri.removeprefix("mlflow-artifacts:").lstrip("/")
+            text = self._artifact(rel, "MLmodel")
+            if text is None:
+                raise PermanentError(f"version {version} has no MLmodel file: not an MLflow model")
+            try:
+                mlmodel = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise PermanentError(f"the MLmodel file of version {version} is not valid YAML") from None
+            flavors = mlmodel.get("flavors") if isinstance(mlmodel, dict) else None
+            if not isinstance(flavors, dict) or not flavors or not all(isinstance(k, str) for k in flavors):
+                raise PermanentError(f"the MLmodel file of version {version} names no flavors")
+            files = ModelFiles(flavors=flavors, requirements=self._artifact(rel, "requirements.txt"))
+        with self._lock:
+            self._files[key] = files
+            while len(self._files) > _FILES_CACHED:
+                self._files.popitem(last=False)
+        return files
+
+    def _artifact(self, rel: str, name: str) -> str | None:
+        """One file of a proxied artifact folder as text, or None if it does not exist."""
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request
+
+        endpoint = "/api/2.0/mlflow-artifacts/artifacts/" + urllib.parse.quote(posixpath.join(rel, name))
+        creds = get_default_host_creds(self.tracking_uri)
+        resp = self._call(f"download {name}", http_request, creds, endpoint, "GET", raise_on_status=False)
+        if resp.status_code == 404:
+            return None
+        if resp.status_code in (408, 429) or resp.status_code >= 500:
+            raise TransientError(f"MLflow at {self._shown_uri} answered {resp.status_code} to a {name} download")
+        if resp.status_code != 200:
+            raise PermanentError(f"MLflow answered {resp.status_code} to the {name} download", status=resp.status_code)
+        if len(resp.content) > _MAX_FILE:
+            raise PermanentError(f"the model's {name} is larger than {_MAX_FILE} bytes")
+        return resp.content.decode("utf-8", errors="replace")
 
     def set_version_tags(self, name: str, version: str, tags: Mapping[str, str | None]) -> None:
         """Set (value) or delete (None) model-version tags, one call each."""

@@ -71,9 +71,14 @@ def _set_env(env: list[dict[str, Any]], name: str, value: str | None = None, **r
 
 
 def render(
-    settings: AdapterSettings, version: VersionInfo, uri: str | None = None, overrides: Overrides | None = None
+    settings: AdapterSettings,
+    version: VersionInfo,
+    uri: str | None = None,
+    overrides: Overrides | None = None,
+    image: str | None = None,
 ) -> Manifest:
-    """The InferenceService that serves `version` of its model, with the owner's validated overrides."""
+    """The InferenceService that serves `version` of its model on `image` (default PREDICTOR_IMAGE), with the
+    owner's validated overrides."""
     doc = load_template(settings.template_path)
     name = naming.isvc_name(version.name)
     uri = uri or model_uri(version.name, version.version)
@@ -100,7 +105,7 @@ def render(
     predictor["annotations"] = pann
 
     container = next(c for c in predictor["containers"] if c.get("name") == CONTAINER)
-    container["image"] = settings.predictor_image
+    container["image"] = image or settings.predictor_image
     env = container.setdefault("env", []) or []
     container["env"] = env
     _set_env(env, "MODEL_NAME", version.name)

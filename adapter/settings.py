@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapter.images import CatalogError, ImageSpec, parse_catalog
 
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,250}$")
 _TAG_VALUE = re.compile(r"^[^'`\\\n\r]{1,250}$")
@@ -32,7 +34,14 @@ class AdapterSettings(BaseSettings):
     mlflow_tracking_uri: str = Field("http://127.0.0.1:5000", description="MLflow server the adapter polls.")
     k8s_name_space: str = Field("default", description="Namespace the InferenceServices live in.")
     predictor_image: str = Field(
-        "ghcr.io/service-builder/custom-predictor:0.1.0", description="The one generic predictor image."
+        "ghcr.io/service-builder/custom-predictor:0.1.0",
+        description="The base predictor image (scikit-learn, XGBoost, LightGBM, pyfunc); the default catalog adds"
+        " the same name with -pytorch for PyTorch models. Used as is when MLflow does not serve the artifacts.",
+    )
+    predictor_images: str = Field(
+        "",
+        description="The image catalog, JSON: [{image, covers: base|pytorch} or {image, flavors, libraries}], first"
+        " match wins (adapter/images.py); empty: PREDICTOR_IMAGE (base) and its -pytorch variant.",
     )
     poll_interval_seconds: float = Field(30.0, gt=0, description="Seconds between passes of `run`.")
     deploy_target: Literal["kserve", "local"] = Field("kserve", description="Where models are served.")
@@ -64,7 +73,8 @@ class AdapterSettings(BaseSettings):
         "", description="Images a tag may choose (comma list) besides PREDICTOR_IMAGE."
     )
     serving_env_allowlist: str = Field(
-        "LOG_LEVEL,KERNELS,VERIFY_KERNEL", description="Env names a `serving.env.<NAME>` tag may set."
+        "LOG_LEVEL,KERNELS,VERIFY_KERNEL,REQUIREMENTS_CHECK",
+        description="Env names a `serving.env.<NAME>` tag may set.",
     )
     field_manager: str = Field("service-builder", description="Server-side apply field manager.")
     # Kubernetes access: K8S_API + K8S_API_KEY override in-cluster and kubeconfig.
@@ -85,6 +95,25 @@ class AdapterSettings(BaseSettings):
     # Local target (DEPLOY_TARGET=local).
     service_builder_state_dir: Path = Field(Path(".state"), description="Local target state and logs.")
     log_level: str = Field("INFO", description="Log level.")
+
+    @model_validator(mode="after")
+    def _catalog(self) -> AdapterSettings:
+        try:
+            parse_catalog(self.predictor_images, self.predictor_image)
+        except CatalogError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    @property
+    def catalog(self) -> tuple[ImageSpec, ...]:
+        """PREDICTOR_IMAGES, parsed (validated at start; parsed once per value)."""
+        return parse_catalog(self.predictor_images, self.predictor_image)
+
+    @property
+    def allowed_images(self) -> set[str]:
+        """Images a `serving.image` tag may choose: the catalog's, PREDICTOR_IMAGE and SERVING_IMAGE_ALLOWLIST."""
+        extra = {i.strip() for i in self.serving_image_allowlist.split(",") if i.strip()}
+        return {self.predictor_image, *(spec.image for spec in self.catalog), *extra}
 
     @field_validator("deploy_tag")
     @classmethod

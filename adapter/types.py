@@ -103,6 +103,14 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
+class ModelFiles:
+    """What a version's model says it needs: its MLmodel flavors and its requirements.txt (None: no such file)."""
+
+    flavors: Mapping[str, object]
+    requirements: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """One registered model: its aliases, tags and the newest version per legacy stage."""
 

@@ -65,7 +65,7 @@ def resolve_contract(source: ModelSource) -> tuple[Contract, dict[Any, dict[str,
     return contract, entities
 
 
-def _description(source: ModelSource, contract: Contract, flavor: str) -> str:
+def _description(source: ModelSource, contract: Contract, flavor: str, notes: list[str] | None = None) -> str:
     origins = {"contract": "contract.yaml", "signature": "derived from the MLflow signature", "none": "none"}
     lines = [
         contract.description or "",
@@ -75,6 +75,8 @@ def _description(source: ModelSource, contract: Contract, flavor: str) -> str:
     ]
     if contract.source == "none":
         lines += ["", UNTYPED_NOTE]
+    if notes:
+        lines += ["", "**Environment**: this image differs from what the model was logged with:", "", *notes]
     for title, values in (
         ("Params", source.run.get("params")),
         ("Metrics", source.run.get("metrics")),
@@ -128,6 +130,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         kernels=settings.kernels,
         verify_kernel=settings.verify_kernel,
         allow_pickle=settings.mlflow_allow_pickle_deserialization,
+        requirements_check=settings.requirements_check,
     )
     untyped_rows = [] if contract.inputs else example_rows(source.model_dir, source.mlmodel, [])
     schemas = Schemas(
@@ -138,11 +141,12 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         example=untyped_rows[0] if untyped_rows else None,
     )
     metrics = Metrics()
+    metrics.record_environment(runtime.findings)
     service = PredictionService(runtime, contract, schemas, source, path, settings.max_records, metrics, entities)
     app = FastAPI(
         title=f"{source.name} (version {source.version or '-'})",
         version=str(source.version or "0"),
-        description=_description(source, contract, runtime.flavor),
+        description=_description(source, contract, runtime.flavor, runtime.notes),
         docs_url=None,
         redoc_url=None,
         lifespan=_lifespan(runtime, metrics),

@@ -1,20 +1,17 @@
 """The kernel check: probe rows, the real estimator's answers from a low-priority child process, and an exact
 comparison with the numpy kernel's.
 
-Neighbours: `runtime` runs it once the model is ready and hands over to scikit-learn on a difference; `kernels`
-is what it checks; the child process needs only `load_estimator` from `runtime`.
+Neighbours: `backends.kernel` runs it once the model is ready (the runtime hands over to scikit-learn on a
+difference), with `backends.sklearn.reference_outputs` as the child's work; `kernels` is what it checks.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import warnings
-from pathlib import Path
 from typing import Any
 
 from custom_predictor.contract import Contract
-from custom_predictor.runtime import load_estimator, to_list
 
 PROBE_ROWS = 256
 """Synthetic rows (besides the self-test rows) on which the kernel is checked against the estimator."""
@@ -39,12 +36,6 @@ def probe_matrix(contract: Contract, test_rows: list[dict[str, Any]], dtype: Any
         if spec.minimum is not None or spec.maximum is not None:
             probe[:, i] = np.clip(probe[:, i], spec.minimum, spec.maximum)
     return np.asfortranarray(np.concatenate([base, probe]).astype(dtype))
-
-
-def reference_outputs(model_dir: Path, sk: dict[str, Any], x: Any) -> list[Any]:
-    """In the check's child process: the estimator's own predictions for the probe matrix `x`."""
-    warnings.filterwarnings("ignore", message="X does not have valid feature names")
-    return to_list(getattr(load_estimator(model_dir, sk), sk["predict_fn"])(x))
 
 
 def run_in_child(fn: Any, args: tuple[Any, ...], timeout: float, cancel: threading.Event | None = None) -> Any:

@@ -25,6 +25,10 @@ from custom_predictor.modelfile import TREE, Obj
 
 Fn = Callable[[np.ndarray], np.ndarray]
 
+SKLEARN_RELEASE = "1.9"
+"""The scikit-learn release whose arithmetic the kernels repeat: they serve a model only when both the model's
+scikit-learn (its requirements) and the installed one (the image's pin) are of this release."""
+
 
 class NeedsEstimator(Exception):
     """This input needs the real estimator (a NaN or an infinity where the kernel does not model it)."""

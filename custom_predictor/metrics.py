@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route and status, latency by route, model load time, readiness, runtime kind.
+"""Prometheus metrics: requests by route and status, latency by route, model load time, readiness, runtime kind,
+requirement drift.
 
 A pure ASGI middleware (no BaseHTTPMiddleware overhead) labels each request with its route template, so
 unknown paths collapse into one label instead of growing the series count.
@@ -37,13 +38,25 @@ class Metrics:
         )
         self.runtime = Info(
             "predictor_runtime",
-            "How the model runs (kind: kernel, sklearn-fast or pyfunc) and the numpy kernel's check against"
-            " scikit-learn (pending, passed, mismatch, unavailable; none without a kernel).",
+            "How the model runs (kind: kernel, sklearn-fast, xgboost, lightgbm, pytorch or pyfunc) and the numpy"
+            " kernel's check against scikit-learn (pending, passed, mismatch, unavailable; none without a kernel).",
+            registry=self.registry,
+        )
+        self.drift = Gauge(
+            "predictor_requirement_drift",
+            "1 for each requirement of the model (requirements.txt) this environment does not meet: the version"
+            " the model names and the one installed.",
+            ["library", "required", "installed"],
             registry=self.registry,
         )
         self.ready = Gauge(
             "predictor_model_ready", "1 when the model is loaded and passed its self-test.", registry=self.registry
         )
+
+    def record_environment(self, findings: Any) -> None:
+        """The requirements check's findings (`requirements.Finding`), one series each."""
+        for f in findings:
+            self.drift.labels(f.library, f.required, f.installed or "none").set(1)
 
 
 class MetricsMiddleware:

@@ -48,8 +48,10 @@ class Unsupported:
 
 TREE = "sklearn.tree._tree.Tree"
 _BUILTINS = {f"builtins.{t}" for t in ("dict", "list", "tuple", "str", "int", "float", "bool")}
-_SKOPS_TRUSTED = _BUILTINS | {"collections.OrderedDict", "numpy.ndarray"}
+_SKOPS_TRUSTED = _BUILTINS | {"collections.OrderedDict", "collections.defaultdict", "numpy.ndarray"}
 """Types skops trusts without being told (besides scikit-learn's estimators and numpy's scalar types)."""
+_NUMPY_SCALARS = {f"numpy.{t.__name__}" for t in set(np.sctypeDict.values())}
+"""numpy's scalar types (numpy.int64, ...): skops trusts them as values and as a dict's key types."""
 
 
 def read(path: Path, serialization_format: str, trusted: list[str] | None, estimators: set[str]) -> Any:
@@ -106,7 +108,9 @@ class _SkopsReader:
     def _build(self, state: dict[str, Any]) -> Any:
         loader = state["__loader__"]
         path = f"{state.get('__module__')}.{state.get('__class__')}"
-        if loader not in ("JsonNode", "CachedNode", "NdArrayNode"):
+        if loader not in ("JsonNode", "CachedNode", "NdArrayNode") and not (
+            loader == "TypeNode" and path in _NUMPY_SCALARS
+        ):
             self.types.add(path)
         if loader == "JsonNode":
             return json.loads(state["content"])
@@ -115,7 +119,11 @@ class _SkopsReader:
             items = list(state["content"].items())
             if len(keys) != len(items):
                 raise ModelFileError("malformed skops DictNode")
-            return {(int(k) if t == "builtins.int" else k): self.node(v) for t, (k, v) in zip(keys, items, strict=True)}
+            ints = {"builtins.int"} | {n for n in _NUMPY_SCALARS if "int" in n}
+            return {(int(k) if t in ints else k): self.node(v) for t, (k, v) in zip(keys, items, strict=True)}
+        if loader == "DefaultDictNode":  # as a plain dict: what its items say, without the default factory
+            self.node(state["content"]["default_factory"])  # its type is checked all the same
+            return self.node(state["content"]["main"])
         if loader in ("ListNode", "TupleNode"):
             items = [self.node(v) for v in state["content"]]
             return items if loader == "ListNode" else tuple(items)

@@ -6,6 +6,7 @@ Neighbours: `source` resolves the model these settings name; `app.create_app(set
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,22 @@ class Settings(BaseSettings):
         " switch to it if the kernel's outputs differ.",
     )
     download_dir: str | None = Field(None, description="Where to download model artifacts (default: a temp dir).")
+    requirements_check: Literal["strict", "warn", "off"] = Field(
+        "strict",
+        description="The model's requirements.txt against the installed libraries: strict fails for good on a"
+        " missing library or another major version of the flavor's library; warn only logs it; off skips it.",
+    )
+    mlflow_retry_seconds: float = Field(
+        50.0,
+        ge=0,
+        description="How long to keep retrying an unreachable or failing MLflow (5xx, 429, timeouts) with"
+        " backoff before giving up; under the template's liveness window (6 x 10 s).",
+    )
+    termination_message_path: str = Field(
+        "",
+        description="A file to write a permanent failure's one-line reason to as well (the template sets"
+        " Kubernetes' /dev/termination-log, read into the container's termination message); empty: none.",
+    )
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> Settings:

@@ -10,11 +10,13 @@ Neighbours: `settings` names the model; `app` turns a `ModelSource` into routes;
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 import posixpath
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +38,22 @@ OnFile = Callable[[Path], object]
 
 class SourceError(Exception):
     """The model cannot be found or downloaded; the message says which and why (no secrets)."""
+
+
+class TransientSourceError(SourceError):
+    """MLflow is unreachable or failing (connection refused, timeout, 5xx, 429): worth retrying."""
+
+
+RETRY_DELAYS = (0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0)
+"""Seconds between attempts while MLflow is unreachable, the last one repeated (until MLFLOW_RETRY_SECONDS)."""
+_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+_TRANSIENT_MLFLOW_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
+
+
+def _http_error(message: str, e: urllib.error.HTTPError) -> SourceError:
+    """`message` (with {code} and {detail}) as a transient error for 408/429/5xx, else a permanent one."""
+    cls = TransientSourceError if e.code in _TRANSIENT_HTTP else SourceError
+    return cls(message.format(code=e.code, detail=_error_detail(e)))
 
 
 @dataclass
@@ -74,10 +92,9 @@ class _Rest:
             with self._open("/api/2.0/mlflow/" + path, params) as r:
                 return dict(json.loads(r.read()))
         except urllib.error.HTTPError as e:
-            detail = _error_detail(e)
-            raise SourceError(f"MLflow answered {e.code} to {path}: {detail}") from None
+            raise _http_error(f"MLflow answered {{code}} to {path}: {{detail}}", e) from None
         except (urllib.error.URLError, OSError) as e:
-            raise SourceError(f"cannot reach the MLflow tracking server ({e.__class__.__name__})") from None
+            raise TransientSourceError(f"cannot reach the MLflow tracking server ({e.__class__.__name__})") from None
 
     def list_dir(self, rel: str) -> list[dict[str, Any]]:
         with self._open("/api/2.0/mlflow-artifacts/artifacts", {"path": rel}) as r:
@@ -259,16 +276,40 @@ def _mlflow_fetch(settings: Settings, uri: str, dest: Path) -> ModelSource:
                 feats = Path(client.download_artifacts(src.run_id, "features", str(dest.parent)))
                 src.contract_file = feats / "contract.yaml"
     except MlflowException as e:
-        raise SourceError(f"cannot load {uri} from MLflow: {e.error_code}: {str(e.message)[:300]}") from None
+        cls = TransientSourceError if e.error_code in _TRANSIENT_MLFLOW_CODES else SourceError
+        raise cls(f"cannot load {uri} from MLflow: {e.error_code}: {str(e.message)[:300]}") from None
     return src
 
 
-def fetch(settings: Settings, on_mlmodel: OnFile | None = None) -> ModelSource:
+def fetch(
+    settings: Settings,
+    on_mlmodel: OnFile | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> ModelSource:
     """Resolve the settings' model to a local folder with its MLmodel, contract file and registry metadata.
 
     `on_mlmodel(path)` is called as soon as the MLmodel file is local (before the other files arrive), so the
-    caller can start importing the flavor's libraries while the rest downloads.
+    caller can start importing the flavor's libraries while the rest downloads. While MLflow is unreachable or
+    failing, tries again after each of RETRY_DELAYS for up to MLFLOW_RETRY_SECONDS, then raises
+    TransientSourceError; any other problem is a SourceError at once.
     """
+    started = clock()
+    for attempt in itertools.count(1):
+        try:
+            return _fetch_once(settings, on_mlmodel)
+        except TransientSourceError as e:
+            delay = RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)]
+            if clock() + delay - started > settings.mlflow_retry_seconds:
+                waited = clock() - started
+                raise TransientSourceError(f"{e}; gave up after {attempt} attempts in {waited:.0f} s") from None
+            log.warning("MLflow unreachable or failing (%s): attempt %d, retrying in %.1f s", e, attempt, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _fetch_once(settings: Settings, on_mlmodel: OnFile | None) -> ModelSource:
     uri = settings.resolved_uri
     if uri.startswith("file://") or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri):
         local = Path(uri.removeprefix("file://"))
@@ -283,7 +324,9 @@ def fetch(settings: Settings, on_mlmodel: OnFile | None = None) -> ModelSource:
     try:
         src = _rest_fetch(settings, uri, dest, on_mlmodel)
     except urllib.error.HTTPError as e:
-        raise SourceError(f"cannot download {uri}: HTTP {e.code} {_error_detail(e)}") from None
+        raise _http_error(f"cannot download {uri}: HTTP {{code}} {{detail}}", e) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise TransientSourceError(f"cannot download {uri} ({e.__class__.__name__})") from None
     if src is None:
         src = _mlflow_fetch(settings, uri, dest)
     if not src.name:

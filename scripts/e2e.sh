@@ -315,7 +315,8 @@ up() {
 
   step "Build both images and load them into kind (kind.local/ names: no tag resolution)"
   printf '+ bash scripts/images.sh\n'
-  E2E_DRY_RUN="$DRY_RUN" bash scripts/images.sh
+  # The e2e model is scikit-learn: the base image serves it (the PyTorch image is not built here).
+  PYTORCH_IMAGE="" E2E_DRY_RUN="$DRY_RUN" bash scripts/images.sh
   run kind load docker-image "$ADAPTER_IMAGE" --name "$CLUSTER"
   run kind load docker-image "$PREDICTOR_IMAGE" --name "$CLUSTER"
 

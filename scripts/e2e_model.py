@@ -99,6 +99,9 @@ def _log_and_register(model: Any, x: Any, name: str, variant: int) -> Any:
             signature=infer_signature(x, model.predict(x)),
             input_example=x.head(3),
             registered_model_name=name,
+            # What serving needs, not every library this environment imports on the side (torch, with it,
+            # would send the model to the PyTorch image, which the e2e does not build).
+            pip_requirements=list(mlflow.sklearn.get_default_pip_requirements(include_skops=True)),
         )
     return info
 

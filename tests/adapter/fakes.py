@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from adapter.errors import NotFoundError, PermanentError, TransientError
-from adapter.types import ModelInfo, Snapshot, VersionInfo
+from adapter.types import ModelFiles, ModelInfo, Snapshot, VersionInfo
 from tests.adapter.kserve import status_for
 
 
@@ -25,6 +25,8 @@ class FakeRegistry:
         self.model_tags: dict[str, dict[str, str]] = {}
         self.writes: Counter[str] = Counter()
         self.fail_next_write: Exception | None = None
+        self.files: dict[tuple[str, str], ModelFiles | None] = {}  # none: artifacts MLflow does not serve
+        self.file_reads: Counter[tuple[str, str]] = Counter()
 
     def add(self, name: str, version: str, **tags: str) -> None:
         self.versions[(name, version)] = VersionInfo(name=name, version=version, run_id=f"run{version}", tags=tags)
@@ -55,6 +57,10 @@ class FakeRegistry:
         if (name, version) not in self.versions:
             raise NotFoundError(f"no version {name}/{version}")
         return self.versions[(name, version)]
+
+    def model_files(self, version: VersionInfo) -> ModelFiles | None:
+        self.file_reads[(version.name, version.version)] += 1
+        return self.files.get((version.name, version.version))
 
     def _maybe_fail(self) -> None:
         if self.fail_next_write is not None:

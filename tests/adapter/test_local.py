@@ -182,3 +182,38 @@ def test_run_stops_its_predictors_and_a_restart_makes_no_duplicate(tracking_uri:
         for p in (first,):
             if p.poll() is None:
                 p.kill()
+
+
+def test_a_model_that_cannot_be_served_reports_the_predictors_line(tracking_uri: str, tmp_path: Path) -> None:
+    """A failed self-test ends the predictor with one line; the local target reports that line (as Knative does
+    from the termination message), keeps the service failed without restarting it, and MLflow shows it."""
+    import tempfile
+
+    import yaml
+
+    from tests.predictor import models
+
+    prefix = f"bad{os.getpid()}-"
+    name = f"{prefix}Risk"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = models.save_contract_model(Path(tmp) / "model", contract=models.contract_dict(expected=[1, 1, 1]))
+        assert yaml.safe_load((folder / "contract.yaml").read_text())["test_data"]["expected"] == [1, 1, 1]
+        models._register(folder, name)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client.set_model_version_tag(name, "1", "stage", "production")
+    s = settings_for(tracking_uri, tmp_path / "state", prefix)
+    cluster = LocalCluster(s)
+    rec = reconciler(s, cluster)
+    try:
+        until(rec, name, "failed")
+        reason = "self-test failed: test_data row 0: expected 1, the model returned 0"
+        line = f"custom_predictor: model {name} version 1 cannot be served: {reason}"
+        message = client.get_model_version(name, "1").tags["deployment.message"]
+        assert message.endswith(f"predictor exited with code 2: {line}"), message
+        state = json.loads((s.service_builder_state_dir / "services" / f"{naming.isvc_name(name)}.json").read_text())
+        time.sleep(1.5)  # past the first restart delay: a model that cannot be served is not restarted
+        assert rec.run_pass().by_model()[name].status == "failed"
+        again = json.loads((s.service_builder_state_dir / "services" / f"{naming.isvc_name(name)}.json").read_text())
+        assert again["pid"] == 0 and again["exitCode"] == 2 and again["revision"] == state["revision"]
+    finally:
+        cluster.close()

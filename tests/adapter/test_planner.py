@@ -72,7 +72,8 @@ def world(c: Case) -> planner.World:
             snap.managed.setdefault("m", []).append(v)
     missing = frozenset({("m", c.aliases["production"])}) if c.missing else frozenset()
     observed = {"m": c.observed} if c.observed else {}
-    return planner.World(S, snap, observed, NOW, missing, {"m": c.terminal} if c.terminal else {})
+    files = {("m", v.version): None for v in c.versions}  # artifacts MLflow does not serve: PREDICTOR_IMAGE
+    return planner.World(S, snap, observed, NOW, missing, {"m": c.terminal} if c.terminal else {}, files)
 
 
 V1_READY = obj("1", stage="production")
@@ -253,6 +254,6 @@ def test_legacy_services_are_read_with_the_tags_the_old_adapter_kept() -> None:
 
 def replace_now(now: datetime):
     def shift(w: planner.World) -> planner.World:
-        return planner.World(w.settings, w.snapshot, w.observed, now, w.missing, w.terminal)
+        return planner.World(w.settings, w.snapshot, w.observed, now, w.missing, w.terminal, w.files)
 
     return shift

@@ -150,6 +150,19 @@ def test_readiness_probe_is_knatives_aggressive_one(settings: AdapterSettings) -
     assert probe.get("periodSeconds", 0) == 0 and "failureThreshold" not in probe and "timeoutSeconds" not in probe
 
 
+def test_a_failing_predictors_line_reaches_the_termination_message(settings: AdapterSettings) -> None:
+    """The predictor writes its one line to TERMINATION_MESSAGE_PATH and last in its log; FallbackToLogsOnError
+    makes Kubernetes keep the log's end when the file is empty. The field sits where the CRD says (strict)."""
+    doc = render(settings, VersionInfo("m", "1"))
+    (container,) = doc["spec"]["predictor"]["containers"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"  # Kubernetes: File or this
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TERMINATION_MESSAGE_PATH"] == "/dev/termination-log"  # Kubernetes' default terminationMessagePath
+    assert crd.errors(doc) == []
+    container["terminationMessagePolicyy"] = container.pop("terminationMessagePolicy")
+    assert any("terminationMessagePolicyy" in e for e in crd.errors(doc))
+
+
 def test_bad_template_says_which_file(tmp_path, settings: AdapterSettings) -> None:
     bad = tmp_path / "isvc.yaml"
     bad.write_text("kind: Deployment\n")

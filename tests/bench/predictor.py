@@ -13,7 +13,11 @@ models outside the kernels get), the second for information (no goal):
    warm-up).
 4. Open Inference Protocol, 1,000 rows per request: the same tensor [1000, 5] as JSON and with the binary tensor
    data extension, to the predictor (kernel), 16 connections each; the binary path must not be slower.
-Prints a markdown table with ratios and PASS/FAIL per goal of issue 3. BENCH_QUICK=1 makes every phase short
+5. The flavors of issue 12: an XGBoost classifier, a LightGBM classifier and a PyTorch MLP (tensor signature,
+   MLflow 3's exported format), each registered and served by both servers in turn: cold start (median of
+   COLD_REPS, alternating) and 1-row throughput and latency under the same load. Goals: at most 0.5x the cold
+   start and at least 3x the throughput of `mlflow models serve`.
+Prints markdown tables with ratios and PASS/FAIL per goal of issues 3, 12 and 13. BENCH_QUICK=1 makes every phase short
 (a smoke run, figures not meaningful). Loopback only; every load is bounded in time.
 """
 
@@ -360,6 +364,74 @@ def table(
     return lines
 
 
+FLAVORS = {
+    "XGBoost (XGBClassifier, 20 trees)": "xgboost",
+    "LightGBM (LGBMClassifier, 20 trees)": "lightgbm",
+    "PyTorch (MLP, float32 tensor, torch.export)": "pytorch-float32",
+}
+"""The flavor models of section 4 (tests/predictor/flavors.py SAVERS keys) by the name the report gives them."""
+
+
+def flavor_targets(model_uri: str, tracking_uri: str, path: str, row: dict[str, float], tensor: bool) -> list[Target]:
+    """`mlflow models serve` and the predictor on one model; a tensor model takes `inputs` in MLflow's protocol."""
+    mlflow, ours, _ = targets(model_uri, tracking_uri, row)
+    mlflow.body = json.dumps({"inputs": [list(row.values())]} if tensor else {"dataframe_records": [row]}).encode()
+    ours.url = ours.url.replace("/bench-classifier/", f"/{path}/")
+    return [mlflow, ours]
+
+
+def measure_flavors(tracking_uri: str, workdir: Path) -> dict[str, tuple[dict[str, list[float]], dict[str, Load]]]:
+    from tests.predictor import flavors
+    from tests.predictor.models import FEATURES, breast_cancer
+
+    x, _ = breast_cancer(1)
+    out = {}
+    for title, key in FLAVORS.items():
+        name = f"Bench {key}"
+        uri = flavors.log(flavors.SAVERS[key], name)
+        tensor = key.startswith("pytorch")
+        names = [f"x{i}" for i in range(len(FEATURES))] if tensor else FEATURES
+        row = dict(zip(names, map(float, x[0]), strict=True))
+        path = f"bench-{key}"  # the service path the predictor derives from the name
+        ts = flavor_targets(uri, tracking_uri, path, row, tensor)
+        cold = measure_cold_starts(ts, workdir)
+        loads = {t.name: measure_load(t, workdir)[0] for t in ts}
+        out[title] = (cold, loads)
+    return out
+
+
+def flavor_table(results: dict[str, tuple[dict[str, list[float]], dict[str, Load]]]) -> list[str]:
+    m, o = "mlflow models serve", "custom_predictor"
+    lines = [
+        "## Flavors: predictor vs `mlflow models serve` (same registered model each)",
+        "",
+        f"Cold starts: {COLD_REPS} each, alternating; load: {CONNECTIONS} connections, {LOAD_S} s after {WARMUP_S} s "
+        "warm-up, 1-row requests." + (" QUICK RUN: figures not meaningful." if QUICK else ""),
+        "",
+        "| model | cold start (s) mlflow / ours | ratio | goal | 1-row req/s mlflow / ours | ratio | goal |"
+        " p99 (ms) mlflow / ours | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for title, (cold, loads) in results.items():
+        cm, co = statistics.median(cold[m]), statistics.median(cold[o])
+        lm, lo = loads[m], loads[o]
+        errors = lm.errors + lm.non2xx + lo.errors + lo.non2xx
+        lines.append(
+            f"| {title} | {cm:.2f} / {co:.2f} | {co / cm:.2f}x | <= 0.5x: {verdict(co / cm <= 0.5)} | "
+            f"{lm.rps:.0f} / {lo.rps:.0f} | {lo.rps / lm.rps:.1f}x | >= 3x: {verdict(lo.rps / lm.rps >= 3)} | "
+            f"{lm.p99_ms:.1f} / {lo.p99_ms:.1f} | {errors}: {verdict(errors == 0)} |"
+        )
+    lines += [
+        "",
+        "Cold starts (s): "
+        + "; ".join(
+            f"{title}: " + ", ".join(f"{n} {', '.join(f'{v:.2f}' for v in vs)}" for n, vs in cold.items())
+            for title, (cold, _) in results.items()
+        ),
+    ]
+    return lines
+
+
 def main() -> list[str]:
     import mlflow
     import numpy as np
@@ -381,7 +453,8 @@ def main() -> list[str]:
             rng = np.random.default_rng(0)
             low, high = breast_cancer()[0].min(axis=0), breast_cancer()[0].max(axis=0)
             v2 = measure_v2(ts[1], rng.uniform(low, high, size=(V2_ROWS, len(FEATURES))), workdir)
-    lines = table(cold, loads, soaked) + v2_table(v2, V2_ROWS)
+            flavored = measure_flavors(server.url, workdir)
+    lines = [*table(cold, loads, soaked), *v2_table(v2, V2_ROWS), "", *flavor_table(flavored)]
     print("\n".join(lines), flush=True)
     return lines
 

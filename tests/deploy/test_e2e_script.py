@@ -134,7 +134,7 @@ EXPECTED_ORDER = [
     r"^kubectl .* rollout status deployment/mlflow -n mlflow",
     r"port-forward svc/mlflow 15000:5000",
     r"^docker build -f adapter/Dockerfile -t kind\.local/service-builder-adapter:dev \.$",
-    r"^docker build -f custom_predictor/Dockerfile -t kind\.local/service-builder-predictor:dev \.$",
+    r"^docker build -f custom_predictor/Dockerfile --target base -t kind\.local/service-builder-predictor:dev \.$",
     r"^kind load docker-image kind\.local/service-builder-adapter:dev --name service-builder-e2e$",
     r"^kind load docker-image kind\.local/service-builder-predictor:dev --name service-builder-e2e$",
     r"^kubectl .* create namespace service-builder --dry-run=client -o yaml \| kubectl .* apply -f -$",
@@ -337,11 +337,18 @@ def test_images_script_builds_both_images_from_the_repo_root(stand_ins: dict[str
     assert dry.returncode == 0 and calls(stand_ins) == []
     assert printed(dry.stdout) == [
         "docker build -f adapter/Dockerfile -t kind.local/service-builder-adapter:dev .",
-        "docker build -f custom_predictor/Dockerfile -t kind.local/service-builder-predictor:dev .",
+        "docker build -f custom_predictor/Dockerfile --target base -t kind.local/service-builder-predictor:dev .",
+        "docker build -f custom_predictor/Dockerfile --target pytorch -t"
+        " kind.local/service-builder-predictor-pytorch:dev .",
     ]
-    proc = run_script(stand_ins, script="images.sh", ADAPTER_IMAGE="a:1", PREDICTOR_IMAGE="p:1")
+    proc = run_script(stand_ins, script="images.sh", ADAPTER_IMAGE="a:1", PREDICTOR_IMAGE="reg:5000/p:1")
     assert proc.returncode == 0
     assert calls(stand_ins) == [
         "docker build -f adapter/Dockerfile -t a:1 .",
-        "docker build -f custom_predictor/Dockerfile -t p:1 .",
+        "docker build -f custom_predictor/Dockerfile --target base -t reg:5000/p:1 .",
+        "docker build -f custom_predictor/Dockerfile --target pytorch -t reg:5000/p-pytorch:1 .",
     ]
+    # The name is the one the adapter's default catalog derives from PREDICTOR_IMAGE.
+    from adapter.images import pytorch_variant
+
+    assert pytorch_variant("reg:5000/p:1") == "reg:5000/p-pytorch:1"

@@ -147,6 +147,22 @@ def run_predictor(tmp_path: Path, *, wait_ready: bool = True, **env: str) -> Ite
         stop_group(proc)
 
 
+def run_to_exit_with_log(**env: str) -> tuple[int, list[str]]:
+    """Run the predictor until it exits; return its exit code and its log lines (stdout and stderr as one stream,
+    as Kubernetes keeps them)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "custom_predictor"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=predictor_env(**{"PORT": str(free_port()), **env}),
+        timeout=180,
+        check=False,
+    )
+    return result.returncode, [line for line in result.stdout.splitlines() if line.strip()]
+
+
 def run_to_exit(**env: str) -> subprocess.CompletedProcess[str]:
     """Run the predictor expecting it to stop at startup; return its exit code and output."""
     return subprocess.run(

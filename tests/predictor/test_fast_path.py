@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from custom_predictor.app import resolve_contract
-from custom_predictor.runtime import Runtime, to_list
+from custom_predictor.outputs import to_list
+from custom_predictor.runtime import Runtime
 from custom_predictor.settings import Settings
 from custom_predictor.source import fetch
 from tests.predictor import models

@@ -26,7 +26,8 @@ import yaml
 
 from custom_predictor import kernels, modelfile
 from custom_predictor.check import probe_matrix
-from custom_predictor.runtime import ModelRejectedInput, Runtime, to_list
+from custom_predictor.outputs import to_list
+from custom_predictor.runtime import ModelRejectedInput, Runtime
 from tests.predictor import models
 from tests.predictor.test_fast_path import pyfunc_outputs, random_rows, runtime_for, save
 
@@ -309,9 +310,9 @@ def test_background_check_hands_over_when_the_kernel_disagrees(tmp_path: Path) -
     """The safety net: a kernel one unit in the last place off loses to scikit-learn."""
     folder = _saved(tmp_path, "linear-regression-skops")
     rt = runtime_for(folder, verify_kernel=False)
-    faithful = rt._kernel
-    rt._kernel = lambda x: np.nextafter(faithful(x), np.inf)  # a kernel with the subtlest defect
-    rt._check_kernel()
+    faithful = rt.backend.kernel
+    rt.backend.kernel = lambda x: np.nextafter(faithful(x), np.inf)  # a kernel with the subtlest defect
+    rt.check_kernel()
     assert (rt.kind, rt.kernel_check) == ("sklearn-fast", "mismatch")
     rows = random_rows(30, models.FEATURES)
     assert rt.predict(rows) == pyfunc_outputs(folder, rows)
@@ -325,11 +326,11 @@ def test_background_check_compares_the_rows_the_kernel_takes(tmp_path: Path) -> 
     model = _sk("tree.DecisionTreeRegressor", max_depth=5, random_state=0).fit(frame, y)
     folder = save(tmp_path / "huge", model, example, fmt="pickle")
     rt = runtime_for(folder, verify_kernel=False)
-    x, _ = rt._kernel_on_probe()
+    x, _ = rt.backend.probe(rt.self_test_rows())
     assert 0 < len(x) < len(probe_matrix(rt.contract, rt.self_test_rows(), np.float64))
-    faithful = rt._kernel
-    rt._kernel = lambda x: np.nextafter(faithful(x), np.inf)
-    rt._check_kernel()
+    faithful = rt.backend.kernel
+    rt.backend.kernel = lambda x: np.nextafter(faithful(x), np.inf)
+    rt.check_kernel()
     assert (rt.kind, rt.kernel_check) == ("sklearn-fast", "mismatch")
 
 

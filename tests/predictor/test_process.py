@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.predictor import models
-from tests.predictor.conftest import ROW, run_predictor, run_to_exit
+from tests.predictor.conftest import ROW, run_predictor, run_to_exit, run_to_exit_with_log
 
 pytestmark = pytest.mark.slow
 
@@ -63,16 +63,22 @@ def test_registered_pyfunc_model(tmp_path: Path, registry: dict[str, str], mlflo
         assert p.get("/v2/health/ready")[0] == 200
 
 
-def test_self_test_failure_over_http(tmp_path: Path, local_models: dict[str, Path]) -> None:
+def test_self_test_failure_ends_the_process_with_one_line(tmp_path: Path, local_models: dict[str, Path]) -> None:
+    """A failed self-test is permanent: the process exits 2, its last log line says why (and so does the
+    termination message file Kubernetes reads), instead of staying up and never ready."""
     folder = tmp_path / "model"
     shutil.copytree(local_models["contract"], folder)
     data = models.contract_dict(expected=[1, 1, 1])
     (folder / "contract.yaml").write_text(yaml.safe_dump(data))
-    with run_predictor(tmp_path, wait_ready=False, MODEL_URI=str(folder)) as p:
-        status, body = p.get("/v2/health/ready")
-        assert status == 503 and body["ready"] is False and "self-test failed" in body["reason"]
-        assert p.get("/v2/health/live")[0] == 200
-    assert "self-test failed: test_data row 0: expected 1, the model returned 0" in p.log.read_text()
+    termination = tmp_path / "termination-log"
+    code, lines = run_to_exit_with_log(
+        MODEL_URI=str(folder), MODEL_NAME="risk", MODEL_VERSION="7", TERMINATION_MESSAGE_PATH=str(termination)
+    )
+    reason = "self-test failed: test_data row 0: expected 1, the model returned 0"
+    assert code == 2, lines
+    assert lines[-1] == f"custom_predictor: model risk version 7 cannot be served: {reason}"
+    assert termination.read_text() == lines[-1] + "\n"
+    assert not any("Traceback" in line for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -116,3 +122,18 @@ def test_unknown_registered_model_stops_startup(mlflow_srv) -> None:
     assert result.returncode == 2
     assert "cannot load the model: MLflow answered 404" in result.stderr and "RESOURCE_DOES_NOT_EXIST" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unreachable_mlflow_is_retried_then_reported(tmp_path: Path) -> None:
+    """MLflow down is transient: retried with backoff for MLFLOW_RETRY_SECONDS, then exit 75 with one line."""
+    from tests.servers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    code, lines = run_to_exit_with_log(
+        MODEL_URI="models:/m/1", MLFLOW_TRACKING_URI=dead, MLFLOW_RETRY_SECONDS="2", TERMINATION_MESSAGE_PATH=""
+    )
+    assert code == 75, lines
+    retries = [line for line in lines if "MLflow unreachable or failing" in line and "retrying in" in line]
+    assert len(retries) >= 2
+    assert lines[-1].startswith("custom_predictor: MLflow unreachable: cannot reach the MLflow tracking server")
+    assert "gave up after" in lines[-1]
