@@ -231,12 +231,14 @@ class Supervisor:
             if "lastExitCode" in state and _ready(state["port"]):  # recovered
                 self._restarts.pop(name, None)
                 state.pop("lastExitCode", None)
+                state.pop("lastLog", None)
                 self.store.save(state)
             return
         if pid:  # it ran and is gone: a crash (a clean stop sets pid 0)
             code = self.exit_code(pid)
             self._children.pop(pid, None)
             state["exitCode"] = state["lastExitCode"] = code if code is not None else "unknown"
+            state["lastLog"] = _tail(self.store.logs / f"{name}.log")  # before a restart starts a new section
             state["pid"] = 0
             self.store.save(state)
             log.warning("Predictor exited %s", kv(isvc=f"local/{name}", exit_code=state["exitCode"]))
@@ -289,8 +291,9 @@ class LocalCluster:
             code = self.supervisor.exit_code(pid)
             exit_code = code if code is not None else "unknown"
         ready = running and _ready(state["port"])
-        if not ready and exit_code is None:
-            exit_code = state.get("lastExitCode")  # restarted after a crash, not ready again yet
+        crashed_log = ""
+        if not ready and exit_code is None and "lastExitCode" in state:  # restarted after a crash, not ready yet
+            exit_code, crashed_log = state["lastExitCode"], str(state.get("lastLog") or "")
         pred: dict[str, Any] = {"latestCreatedRevision": rev, "latestReadyRevision": rev if ready else "", "url": url}
         conditions = [
             {"type": "Ready", "status": "True" if ready else "Unknown"},
@@ -298,7 +301,8 @@ class LocalCluster:
         ]
         if not ready and exit_code is not None:
             message = f"predictor exited with code {exit_code}; last log lines: "
-            message += _tail(self.store.logs / f"{name}.log") or "(none)"
+            # The crashed run's lines: the log's current section, unless a restart has begun a new one.
+            message += crashed_log or _tail(self.store.logs / f"{name}.log") or "(none)"
             conditions = [
                 {"type": "Ready", "status": "False", "reason": "RevisionFailed", "message": message},
                 {"type": "PredictorReady", "status": "False", "reason": f"ExitCode{exit_code}", "message": message},
@@ -350,8 +354,8 @@ class LocalCluster:
             state["generation"] += 1
             state["metadata"]["generation"] = state["generation"]
             state["revision"] = f"{name}-predictor-{state['generation']:05d}"
-            state.pop("exitCode", None)
-            state.pop("lastExitCode", None)
+            for key in ("exitCode", "lastExitCode", "lastLog"):
+                state.pop(key, None)
             self.supervisor.forget(name)
             self.supervisor.start(state)
             self.store.save(state)

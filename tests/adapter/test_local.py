@@ -110,10 +110,14 @@ def test_local_target_lifecycle(tracking_uri: str, tmp_path: Path) -> None:
         cluster.tick()
         new_pid = json.loads(state_file.read_text())["pid"]
         assert new_pid != pid and _alive(new_pid)
+        # Until the restart is ready it is reported failed, with the crashed run's log lines (not the new run's).
+        restarted = cluster.get(isvc)["status"]["conditions"][0]  # the new process needs about a second
+        assert restarted["status"] == "False" and "exited with code -9; last log lines: " in restarted["message"]
+        assert "Uvicorn running" in restarted["message"], "the crashed run's lines"
         until(rec, name, "ready")
-        assert json.loads(state_file.read_text())["pid"] == new_pid and "lastExitCode" not in json.loads(
-            state_file.read_text()
-        )
+        cluster.tick()  # the next supervision round forgets the crash of a predictor that is ready again
+        recovered = json.loads(state_file.read_text())
+        assert recovered["pid"] == new_pid and "lastExitCode" not in recovered and "lastLog" not in recovered
 
         # A new version replaces the process on the same URL.
         train_classifier(name)
