@@ -1,9 +1,11 @@
-"""The adapter's only door to Kubernetes: InferenceServices (get, list owned, apply, delete) and Events.
+"""The adapter's only door to Kubernetes: InferenceServices (get, list owned, apply, delete), Events, and the
+coordination.k8s.io Lease of leader election (get, create, replace: `adapter.leader` decides what to write).
 
 Uses the plain `kubernetes` client with dicts (the kserve SDK loses error codes and has no
 server-side apply). Maps `ApiException` and urllib3 errors to the adapter's own exceptions:
 404 -> NotFoundError; 409, 429, 5xx, timeouts and dropped connections -> TransientError; other
-4xx -> PermanentError with the API server's message.
+4xx -> PermanentError with the API server's message. Every call is counted in `adapter.metrics` by kind
+(`get_inferenceservice`, `apply_inferenceservice`, `update_lease`, ...); failures other than 404 count as errors.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from adapter import metrics
 from adapter.errors import NotFoundError, PermanentError, TransientError
 from adapter.settings import AdapterSettings
 from adapter.types import MANAGED_BY, MANAGED_BY_LABEL
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+LEASES = ("coordination.k8s.io", "v1", "leases")
 log = logging.getLogger(__name__)
 
 
@@ -80,6 +84,8 @@ class KubeCluster:
         self._core = client.CoreV1Api(api)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        kind = "_".join(what.split()[:2])  # `verb resource [name]` -> verb_resource: a small, fixed set
+        metrics.CALLS.labels("kubernetes", kind).inc()
         try:
             return fn(*args, _request_timeout=self.timeout, **kwargs)
         except ApiException as e:
@@ -87,10 +93,12 @@ class KubeCluster:
             msg = f"Kubernetes {what}: {status} {_status_message(e)}"
             if status == 404:
                 raise NotFoundError(msg, status=404) from None
+            metrics.CALL_ERRORS.labels("kubernetes", kind).inc()
             if status in (408, 409, 429) or status >= 500 or status == 0:
                 raise TransientError(msg, status=status) from None
             raise PermanentError(msg, status=status) from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
+            metrics.CALL_ERRORS.labels("kubernetes", kind).inc()
             raise TransientError(f"Kubernetes {what}: API server unreachable ({type(e).__name__})") from None
 
     def list_owned(self) -> list[dict[str, Any]]:
@@ -189,3 +197,50 @@ class KubeCluster:
             self._call("create event", self._core.create_namespaced_event, self.namespace, body)
         except (TransientError, PermanentError) as e:
             log.debug("event not recorded: %s", e.message)
+
+    # ---- the leader-election Lease (coordination.k8s.io/v1), as dicts --------------------------------
+    # Through the generic object API: the typed CoordinationV1Api round-trips MicroTime through datetime and
+    # drops the fraction of a whole second, which the API server then refuses.
+    def get_lease(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(
+                self._call(
+                    f"get lease {self.namespace}/{name}",
+                    self._objects.get_namespaced_custom_object,
+                    *LEASES[:2],
+                    self.namespace,
+                    LEASES[2],
+                    name,
+                )
+            )
+        except NotFoundError:
+            return None
+
+    def create_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease; 409 (it exists already: another replica was first) is a TransientError."""
+        name = body["metadata"]["name"]
+        return dict(
+            self._call(
+                f"create lease {self.namespace}/{name}",
+                self._objects.create_namespaced_custom_object,
+                *LEASES[:2],
+                self.namespace,
+                LEASES[2],
+                body,
+            )
+        )
+
+    def replace_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the Lease, guarded by `metadata.resourceVersion`: 409 when someone wrote it since we read it."""
+        name = body["metadata"]["name"]
+        return dict(
+            self._call(
+                f"update lease {self.namespace}/{name}",
+                self._objects.replace_namespaced_custom_object,
+                *LEASES[:2],
+                self.namespace,
+                LEASES[2],
+                name,
+                body,
+            )
+        )

@@ -1,15 +1,22 @@
 """The local target (DEPLOY_TARGET=local): each InferenceService is a predictor process on 127.0.0.1.
 
-`LocalCluster` speaks the same `Cluster` protocol as `kube.KubeCluster`, so the reconcile core is
-unchanged: it emulates InferenceService objects (metadata, spec, and a KServe-shaped status read
-from the process and its `/v2/health/ready`). State and logs live under SERVICE_BUILDER_STATE_DIR:
-`services/<name>.json` per service, `logs/<name>.log` per predictor. A service keeps its port
-across versions, so `deployment.url` is stable; a new version replaces the process (unlike KServe,
-the previous version stops serving while the new one starts). A predictor that exits is reported
-failed with its termination message (the one line a predictor writes before it exits; its last log
-lines otherwise) and restarted with backoff, unless it exited for good (code 2: the model cannot be served), which
-stays failed until the service changes. A lock file keeps two adapters from
-managing one state dir; a restarted adapter adopts predictors that still answer, or replaces them.
+Three parts, each with one job:
+- `StateStore`: the emulated objects, `services/<name>.json` under SERVICE_BUILDER_STATE_DIR (written
+  atomically), and the lock file that keeps two adapters from managing one state dir;
+- `Supervisor`: the predictor processes (`logs/<name>.log` each). It starts and stops them, and its `tick()`,
+  called by the `run` loop (and once by `sync`), records a predictor that exited and restarts it with backoff,
+  and adopts predictors a restarted adapter finds still running;
+- `LocalCluster`: the thin facade that speaks the `Cluster` protocol of `kube.KubeCluster`, so the reconcile
+  core is unchanged. Reads (`get`, `list_owned`) only look: a KServe-shaped status from the state, the
+  process and its `/v2/health/ready`; they never start, stop or restart anything. `apply` and `delete` are
+  the writes: they replace or stop the process.
+
+A service keeps its port across versions, so `deployment.url` is stable; a new version replaces the process
+(unlike KServe, the previous version stops serving while the new one starts). A predictor that exited is
+reported failed, with its exit code and its termination message (the one line a predictor writes before it
+exits, as Kubernetes keeps `/dev/termination-log`; its last log lines otherwise), until a restart of it is
+ready. One that exited for good (code 2: the model cannot be served) is not restarted until the service changes,
+as Knative keeps a failed revision failed.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime
@@ -39,8 +47,7 @@ from adapter.types import MANAGED_BY, MANAGED_BY_LABEL
 log = logging.getLogger("adapter.local")
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 PERMANENT_EXIT = 2
-"""The predictor's exit code for a model it cannot serve: not restarted until the service changes (as Knative
-keeps a failed revision failed)."""
+"""The predictor's exit code for a model it cannot serve: not restarted until the service changes."""
 LOG_TAIL_LINES = 12
 
 
@@ -87,25 +94,19 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return " | ".join(line.strip() for line in current[-lines:] if line.strip())
 
 
-class LocalCluster:
-    """InferenceServices as local predictor processes."""
+class StateStore:
+    """`services/<name>.json` per emulated InferenceService, and the state dir's lock."""
 
-    def __init__(self, settings: AdapterSettings, *, python: str = sys.executable, manage: bool = True) -> None:
-        """`manage=False` only reads state (for `status`): no lock, no process started or stopped."""
-        self.namespace = "local"
-        self.manage = manage
-        self.base_env = settings.local_predictor_env()
-        self.python = python
-        self.root = settings.service_builder_state_dir.resolve()
-        self.services = self.root / "services"
-        self.logs = self.root / "logs"
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.services = root / "services"
+        self.logs = root / "logs"
         self.services.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self._restarts: dict[str, tuple[int, float]] = {}  # name -> (failures, not before)
         self._lock_file: IO[str] | None = None
-        if not manage:
-            return
+
+    def lock(self) -> None:
+        """Hold the state dir for this process; PermanentError if another adapter holds it."""
         self._lock_file = open(self.root / "adapter.lock", "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -114,40 +115,71 @@ class LocalCluster:
             self._lock_file = None
             raise PermanentError(f"another service-builder is using the state dir {self.root}") from None
 
-    # ---- state files --------------------------------------------------------------------------
-    def _path(self, name: str) -> Path:
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def termination(self, name: str) -> Path:
+        return self.logs / f"{name}.termination"
+
+    def reason(self, name: str) -> str:
+        """Why a predictor exited: its termination message (one line), else its last log lines."""
+        try:
+            message = self.termination(name).read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            message = ""
+        return message or "last log lines: " + (_tail(self.logs / f"{name}.log") or "(none)")
+
+    def path(self, name: str) -> Path:
         return self.services / f"{name}.json"
 
-    def _load(self, name: str) -> dict[str, Any] | None:
+    def load(self, name: str) -> dict[str, Any] | None:
         try:
-            return dict(json.loads(self._path(name).read_text()))
+            return dict(json.loads(self.path(name).read_text()))
         except (OSError, ValueError):
             return None
 
-    def _save(self, state: dict[str, Any]) -> None:
-        path = self._path(state["metadata"]["name"])
+    def save(self, state: dict[str, Any]) -> None:
+        path = self.path(state["metadata"]["name"])
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(path)
 
-    # ---- processes ----------------------------------------------------------------------------
-    def _start(self, state: dict[str, Any]) -> None:
+    def all(self) -> list[dict[str, Any]]:
+        return [s for path in sorted(self.services.glob("*.json")) if (s := self.load(path.stem))]
+
+    def remove(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+
+class Supervisor:
+    """Starts, stops and watches the predictor processes named in the store."""
+
+    def __init__(self, store: StateStore, python: str, base_env: dict[str, str]) -> None:
+        self.store, self.python, self.base_env = store, python, base_env
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._restarts: dict[str, tuple[int, float]] = {}  # name -> (failures, not before)
+        self._lock = threading.RLock()
+
+    def start(self, state: dict[str, Any]) -> None:
+        """Start the predictor of `state` (sets `pid`, `startedAt`); the caller saves the state."""
         name = state["metadata"]["name"]
         container = next(c for c in state["spec"]["predictor"]["containers"] if c.get("name") == CONTAINER)
         env = dict(self.base_env)  # local credentials (AWS_*, MLFLOW_TRACKING_*) come from the adapter's env
         env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
         # SERVICE_BUILDER_STATE_DIR names the adapter that owns the process (for people and orphan checks).
-        termination = self._termination(name)
+        termination = self.store.termination(name)
         termination.unlink(missing_ok=True)
         env.update(
             PORT=str(state["port"]),
             HOST="127.0.0.1",
             MLFLOW_DISABLE_TELEMETRY="true",
-            SERVICE_BUILDER_STATE_DIR=str(self.root),
+            SERVICE_BUILDER_STATE_DIR=str(self.store.root),
             TERMINATION_MESSAGE_PATH=str(termination),  # as Kubernetes' /dev/termination-log, per service
         )
-        logfile = self.logs / f"{name}.log"
-        with open(logfile, "ab") as out:
+        logfile = self.store.logs / f"{name}.log"
+        with self._lock, open(logfile, "ab") as out:
             out.write(f"--- {datetime.now(UTC).isoformat()} starting revision {state['revision']}\n".encode())
             out.flush()
             proc = subprocess.Popen(
@@ -157,7 +189,7 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._children[proc.pid] = proc
+            self._children[proc.pid] = proc
         state["pid"] = proc.pid
         state["startedAt"] = datetime.now(UTC).isoformat()
         state.pop("exitCode", None)
@@ -166,20 +198,10 @@ class LocalCluster:
             kv(isvc=f"local/{name}", pid=proc.pid, port=state["port"], revision=state["revision"]),
         )
 
-    def _termination(self, name: str) -> Path:
-        return self.logs / f"{name}.termination"
-
-    def _reason(self, name: str) -> str:
-        """Why the predictor exited: its termination message (one line), else its last log lines."""
-        try:
-            message = self._termination(name).read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            message = ""
-        return message or "last log lines: " + (_tail(self.logs / f"{name}.log") or "(none)")
-
-    def _stop(self, pid: int, timeout: float = 10.0) -> None:
+    def stop(self, pid: int, timeout: float = 10.0) -> None:
         if not pid or not _alive(pid):
-            self._children.pop(pid, None)
+            with self._lock:
+                self._children.pop(pid, None)
             return
         try:
             os.killpg(pid, signal.SIGTERM)  # predictors lead their own session: workers go too
@@ -195,60 +217,115 @@ class LocalCluster:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-        child = self._children.pop(pid, None)
+        with self._lock:
+            child = self._children.pop(pid, None)
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5)
 
-    def _exit_code(self, pid: int) -> int | None:
+    def forget(self, name: str) -> None:
+        """A new revision starts with a clean restart record."""
+        with self._lock:
+            self._restarts.pop(name, None)
+
+    def running(self, state: dict[str, Any]) -> bool:
+        """Whether the process `state` names is alive and is our predictor (a reused pid is not)."""
+        pid = int(state.get("pid") or 0)
+        return bool(pid) and _alive(pid) and (pid in self._children or _is_predictor(pid))
+
+    def exit_code(self, pid: int) -> int | None:
         child = self._children.get(pid)
         return child.poll() if child is not None else None
 
-    def _refresh(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Read the process into a KServe-shaped status; restart a crashed predictor with backoff."""
+    def tick(self) -> None:
+        """Record predictors that exited, restart them when their backoff allows, forget recovered ones."""
+        with self._lock:
+            for state in self.store.all():
+                self._tick_one(state)
+
+    def _tick_one(self, state: dict[str, Any]) -> None:
         name = state["metadata"]["name"]
         pid = int(state.get("pid") or 0)
-        alive = bool(pid) and _alive(pid) and (pid in self._children or _is_predictor(pid))
-        if not alive and pid and self.manage:
-            code = self._exit_code(pid)
+        if self.running(state):
+            if "lastExitCode" in state and _ready(state["port"]):  # recovered
+                self._restarts.pop(name, None)
+                state.pop("lastExitCode", None)
+                state.pop("lastLog", None)
+                self.store.save(state)
+            return
+        if pid:  # it ran and is gone: a crash (a clean stop sets pid 0)
+            code = self.exit_code(pid)
             self._children.pop(pid, None)
-            state["exitCode"] = code if code is not None else "unknown"
+            state["exitCode"] = state["lastExitCode"] = code if code is not None else "unknown"
+            state["lastLog"] = self.store.reason(name)  # before a restart starts a new section
             state["pid"] = 0
-            self._save(state)
+            self.store.save(state)
             log.warning("Predictor exited %s", kv(isvc=f"local/{name}", exit_code=state["exitCode"]))
-        if not alive and self.manage and state.get("exitCode") != PERMANENT_EXIT:
-            failures, not_before = self._restarts.get(name, (0, 0.0))
-            if time.monotonic() >= not_before:
-                delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
-                self._restarts[name] = (failures + 1, time.monotonic() + delay)
-                crashed = state.get("exitCode")
-                self._start(state)
-                self._save(state)
-                if crashed is not None:
-                    state["exitCode"] = crashed  # report this round as failed, the restart is under way
-        ready = bool(state.get("pid")) and "exitCode" not in state and _ready(state["port"])
-        if ready:
-            self._restarts.pop(name, None)
-        return self._view(state, ready)
+        if state.get("exitCode") == PERMANENT_EXIT:
+            return  # the model cannot be served: failed until the service changes
+        failures, not_before = self._restarts.get(name, (0, 0.0))
+        if time.monotonic() < not_before:
+            return
+        if "exitCode" in state or "lastExitCode" in state:
+            delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
+            self._restarts[name] = (failures + 1, time.monotonic() + delay)
+        self.start(state)
+        self.store.save(state)
 
-    def _view(self, state: dict[str, Any], ready: bool) -> dict[str, Any]:
+    def stop_all(self) -> None:
+        """Stop every predictor in the store (on `run` exit: no orphans)."""
+        with self._lock:
+            for state in self.store.all():
+                if state.get("pid"):
+                    self.stop(int(state["pid"]))
+                    state["pid"] = 0
+                    self.store.save(state)
+
+
+class LocalCluster:
+    """InferenceServices as local predictor processes: the `Cluster` facade over the store and the supervisor."""
+
+    def __init__(self, settings: AdapterSettings, *, python: str = sys.executable, manage: bool = True) -> None:
+        """`manage=False` only reads state (for `status`): no lock, no process started or stopped."""
+        self.namespace = "local"
+        self.manage = manage
+        self.store = StateStore(settings.service_builder_state_dir.resolve())
+        self.root = self.store.root
+        self.supervisor = Supervisor(self.store, python, settings.local_predictor_env())
+        if manage:
+            self.store.lock()
+
+    def tick(self) -> None:
+        """One round of process supervision (the `run` loop calls it; reads never do)."""
+        if self.manage:
+            self.supervisor.tick()
+
+    # ---- reads ---------------------------------------------------------------------------------
+    def _view(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A KServe-shaped object from the state and the process: looks, changes nothing."""
         name, rev = state["metadata"]["name"], state["revision"]
         url = f"http://127.0.0.1:{state['port']}"
+        running = self.supervisor.running(state)
+        exit_code = state.get("exitCode")
+        pid = int(state.get("pid") or 0)
+        if not running and pid and exit_code is None:  # gone since the supervisor last looked
+            code = self.supervisor.exit_code(pid)
+            exit_code = code if code is not None else "unknown"
+        ready = running and _ready(state["port"])
+        crashed_reason = ""
+        if not ready and exit_code is None and "lastExitCode" in state:  # restarted after a crash, not ready yet
+            exit_code, crashed_reason = state["lastExitCode"], str(state.get("lastLog") or "")
         pred: dict[str, Any] = {"latestCreatedRevision": rev, "latestReadyRevision": rev if ready else "", "url": url}
         conditions = [
             {"type": "Ready", "status": "True" if ready else "Unknown"},
             {"type": "PredictorReady", "status": "True" if ready else "Unknown"},
         ]
-        if "exitCode" in state:
-            message = f"predictor exited with code {state['exitCode']}: {self._reason(name)}"
+        if not ready and exit_code is not None:
+            # The crashed run's reason: recorded at the crash, unless a restart has not been seen yet.
+            message = f"predictor exited with code {exit_code}: {crashed_reason or self.store.reason(name)}"
             conditions = [
                 {"type": "Ready", "status": "False", "reason": "RevisionFailed", "message": message},
-                {
-                    "type": "PredictorReady",
-                    "status": "False",
-                    "reason": f"ExitCode{state['exitCode']}",
-                    "message": message,
-                },
+                {"type": "PredictorReady", "status": "False", "reason": f"ExitCode{exit_code}", "message": message},
             ]
         if ready:
             pred["traffic"] = [{"revisionName": rev, "percent": 100, "latestRevision": True}]
@@ -261,26 +338,24 @@ class LocalCluster:
         }
         return view
 
-    # ---- the Cluster protocol ----------------------------------------------------------------
-    def list_owned(self) -> list[dict[str, Any]]:
-        out = []
-        for path in sorted(self.services.glob("*.json")):
-            state = self._load(path.stem)
-            if state and (state["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY:
-                out.append(self._refresh(state))
-        return out
-
     def list_all(self) -> list[dict[str, Any]]:
-        """Every local service is this adapter's own (the state folder is not shared)."""
-        return self.list_owned()
+        return [self._view(state) for state in self.store.all()]
+
+    def list_owned(self) -> list[dict[str, Any]]:
+        return [
+            self._view(state)
+            for state in self.store.all()
+            if (state["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
+        ]
 
     def get(self, name: str) -> dict[str, Any] | None:
-        state = self._load(name)
-        return self._refresh(state) if state else None
+        state = self.store.load(name)
+        return self._view(state) if state else None
 
+    # ---- writes --------------------------------------------------------------------------------
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         name = manifest["metadata"]["name"]
-        state = self._load(name)
+        state = self.store.load(name)
         wanted = {k: copy.deepcopy(manifest[k]) for k in ("metadata", "spec")}
         if state is None:
             state = {
@@ -294,23 +369,25 @@ class LocalCluster:
         else:
             wanted["metadata"]["creationTimestamp"] = state["metadata"].get("creationTimestamp")
         if state.get("spec") != wanted["spec"] or state.get("metadata") != wanted["metadata"]:
-            self._stop(int(state.get("pid") or 0))
+            self.supervisor.stop(int(state.get("pid") or 0))
             state.update(wanted)
             state["generation"] += 1
             state["metadata"]["generation"] = state["generation"]
             state["revision"] = f"{name}-predictor-{state['generation']:05d}"
-            state.pop("exitCode", None)
-            self._restarts.pop(name, None)
-            self._start(state)
-            self._save(state)
-        return self._refresh(state)
+            for key in ("exitCode", "lastExitCode", "lastLog"):
+                state.pop(key, None)
+            self.supervisor.forget(name)
+            self.supervisor.start(state)
+            self.store.save(state)
+        return self._view(state)
 
     def delete(self, name: str) -> bool:
-        state = self._load(name)
+        state = self.store.load(name)
         if state is None:
             return False
-        self._stop(int(state.get("pid") or 0))
-        self._path(name).unlink(missing_ok=True)
+        self.supervisor.stop(int(state.get("pid") or 0))
+        self.supervisor.forget(name)
+        self.store.remove(name)
         log.info("Stopped predictor %s", kv(isvc=f"local/{name}"))
         return True
 
@@ -318,13 +395,7 @@ class LocalCluster:
         log.debug("Event %s", kv(isvc=f"local/{isvc['metadata']['name']}", reason=reason, message=message))
 
     def close(self) -> None:
-        """Stop every predictor this adapter runs (on `run` exit: no orphans)."""
-        for path in sorted(self.services.glob("*.json")):
-            state = self._load(path.stem)
-            if state and state.get("pid"):
-                self._stop(int(state["pid"]))
-                state["pid"] = 0
-                self._save(state)
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        """Stop every predictor this adapter runs and free the state dir."""
+        if self.manage:
+            self.supervisor.stop_all()
+        self.store.unlock()

@@ -46,13 +46,17 @@ CALL_ERRORS = Counter(
 )
 WEBHOOKS = Counter(
     "service_builder_webhook_deliveries",
-    "MLflow webhook deliveries by result (accepted, ignored, refused, forwarded).",
+    "MLflow webhook deliveries by result (queued, ignored, not-leader, rejected, malformed).",
     ["result"],
     registry=REGISTRY,
 )
 LAST_SUCCESS = Gauge(
     "service_builder_last_successful_pass_timestamp_seconds",
-    "Unix time of the last pass that reached MLflow and Kubernetes.",
+    "Unix time of the last pass that reached MLflow and Kubernetes (result ok or error).",
     registry=REGISTRY,
 )
-LEADER = Gauge("service_builder_leader", "1 while this replica holds the leader Lease, else 0.", registry=REGISTRY)
+LEADER = Gauge(
+    "service_builder_leader",
+    "1 while this replica may reconcile (it holds the leader Lease, or runs without leader election), else 0.",
+    registry=REGISTRY,
+)

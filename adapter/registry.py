@@ -1,7 +1,8 @@
 """The adapter's only door to MLflow: reads the registry in a few cheap calls, writes tags back.
 
 Maps every MLflow client error to the adapter's own (`TransientError`, `PermanentError`,
-`NotFoundError`) and counts calls per operation (`calls`), which the benchmark reports.
+`NotFoundError`) and counts calls per operation (`calls`, which the benchmark reports, and the Prometheus
+`service_builder_api_calls`/`_errors` with system="mlflow"; a not-found answer is not an error).
 Nothing here decides anything: the reconcile core does, on the plain data this returns.
 """
 
@@ -21,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException, RestException
 
+from adapter import metrics
 from adapter.errors import NotFoundError, PermanentError, TransientError
 from adapter.types import TAG_STATUS, ModelFiles, ModelInfo, Snapshot, VersionInfo
 
@@ -92,21 +94,25 @@ class MlflowRegistry:
     def _call(self, op: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self._lock:
             self.calls[op] += 1
+        metrics.CALLS.labels("mlflow", op).inc()
         try:
             return fn(*args, **kwargs)
         except RestException as e:
             code = str(e.error_code)
             if code == "RESOURCE_DOES_NOT_EXIST":
                 raise NotFoundError(f"MLflow {op}: {e.message}", status=404) from None
+            metrics.CALL_ERRORS.labels("mlflow", op).inc()
             if code in _PERMANENT_CODES:
                 raise PermanentError(f"MLflow {op}: {code}: {e.message}", status=400) from None
             raise TransientError(f"MLflow {op}: {code}: {e.message}") from None
         except MlflowException as e:
+            metrics.CALL_ERRORS.labels("mlflow", op).inc()
             code = str(e.error_code)
             if code in _PERMANENT_CODES:
                 raise PermanentError(f"MLflow {op}: {code}: {e.message}") from None
             raise TransientError(f"MLflow at {self._shown_uri} unreachable or failing ({op})") from None
         except (requests.RequestException, OSError) as e:
+            metrics.CALL_ERRORS.labels("mlflow", op).inc()
             raise TransientError(f"MLflow at {self._shown_uri} unreachable ({op}: {type(e).__name__})") from None
 
     def _all_versions(self, op: str, filter_string: str) -> list[VersionInfo]:

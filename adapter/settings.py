@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -88,6 +89,24 @@ class AdapterSettings(BaseSettings):
     webhook_host: str = Field("0.0.0.0", description="Bind address of the webhook receiver.")
     webhook_port: int = Field(8090, ge=0, le=65535, description="Port of the receiver; 0 disables it.")
     mlflow_webhook_secret: SecretStr = Field(SecretStr(""), description="HMAC secret of MLflow webhooks.")
+    health_stall_seconds: float = Field(
+        300.0, gt=0, description="`/healthz` fails when the run loop has not come round for this long."
+    )
+    # Leader election (`run` with DEPLOY_TARGET=kserve): only the holder of the Lease reconciles.
+    leader_election: bool = Field(True, description="Elect one leader among replicas with a Lease; false: always lead.")
+    leader_election_lease_name: str = Field(
+        "service-builder", description="Name of the coordination.k8s.io Lease (the Role grants exactly this name)."
+    )
+    leader_election_lease_duration_seconds: float = Field(
+        15.0, gt=0, description="A Lease not renewed for this long may be taken by another replica."
+    )
+    leader_election_renew_deadline_seconds: float = Field(
+        10.0, gt=0, description="The leader steps down when it could not renew for this long."
+    )
+    leader_election_retry_period_seconds: float = Field(
+        2.0, gt=0, description="Seconds between attempts to acquire or renew the Lease."
+    )
+    pod_name: str = Field("", description="This replica's identity in the Lease (the Deployment sets POD_NAME).")
     # MLflow client behaviour: short retries so one pass never hangs on a down server.
     mlflow_http_request_max_retries: int = Field(2, ge=0, description="MLflow client retries per call.")
     mlflow_http_request_backoff_factor: int = Field(1, ge=0, description="MLflow client backoff.")
@@ -150,6 +169,32 @@ class AdapterSettings(BaseSettings):
         if not _DNS_LABEL.match(v) or len(v) > 63:
             raise ValueError("K8S_NAME_SPACE must be a DNS-1123 label")
         return v
+
+    @field_validator("leader_election_lease_name")
+    @classmethod
+    def _lease_name(cls, v: str) -> str:
+        if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", v) or len(v) > 253:
+            raise ValueError("LEADER_ELECTION_LEASE_NAME must be a DNS-1123 subdomain")
+        return v
+
+    @model_validator(mode="after")
+    def _election_timing(self) -> AdapterSettings:
+        # client-go's rule: the leader stops before its Lease can expire, and retries several times before that.
+        if not (
+            self.leader_election_lease_duration_seconds
+            > self.leader_election_renew_deadline_seconds
+            > self.leader_election_retry_period_seconds
+        ):
+            raise ValueError(
+                "leader election needs LEADER_ELECTION_LEASE_DURATION_SECONDS > "
+                "LEADER_ELECTION_RENEW_DEADLINE_SECONDS > LEADER_ELECTION_RETRY_PERIOD_SECONDS"
+            )
+        return self
+
+    @property
+    def identity(self) -> str:
+        """Who holds the Lease: POD_NAME (unique in the namespace), else host and process id."""
+        return self.pod_name or f"{socket.gethostname()}_{os.getpid()}"
 
     @property
     def tag_key(self) -> str:

@@ -1,10 +1,13 @@
 """MLflow webhook receiver: verified registry events wake the reconcile loop for one model.
 
-`WebhookReceiver` serves `POST /webhooks/mlflow` and `GET /healthz` from a stdlib HTTP server in a
-background thread. A delivery is checked (`verify_signature`, `ReplayGuard`), parsed, answered at
-once, and turned into `Trigger.request(model_name)`; the `run` loop (adapter.cli) waits on the
-`Trigger` between polls and reconciles the names it gets. Polling stays the safety net: MLflow
+`WebhookReceiver` is the HTTP server of `run`, a stdlib server in a background thread: `POST /webhooks/mlflow`,
+and the probes and metrics `GET /healthz`, `/readyz` (`adapter.health.Probes`) and `/metrics` (Prometheus text,
+`adapter.metrics`). It runs without a webhook secret too; deliveries are then refused. A delivery is checked
+(`verify_signature`, `ReplayGuard`), parsed, answered at once, and turned into `Trigger.request(model_name)`;
+the `run` loop (adapter.cli) waits on the `Trigger` between polls and reconciles the names it gets. A replica
+that is not the leader answers 202 `not-leader` and wakes nothing. Polling stays the safety net: MLflow
 sends nothing for stages, deletions or registered-model tags, and never redelivers after a 2xx.
+Every delivery is counted in `service_builder_webhook_deliveries` by its answer's `status`.
 
 Imports neither mlflow nor kubernetes; `adapter.registry_webhooks` registers the webhook in MLflow.
 """
@@ -24,12 +27,18 @@ from collections.abc import Callable, Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from adapter import metrics
+from adapter.health import Probes
 from adapter.types import OWN_TAG_KEYS
 
 log = logging.getLogger(__name__)
 
 PATH = "/webhooks/mlflow"
 HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 SIGNATURE_HEADER = "X-MLflow-Signature"
@@ -217,19 +226,27 @@ class WebhookReceiver:
         self,
         host: str,
         port: int,
-        secret: str | bytes,
+        secret: str | bytes | None,
         trigger: Trigger,
         ignored_tag_keys: Collection[str] = OWN_TAG_KEYS,
         ignored_tag_prefixes: tuple[str, ...] = ("deployment.",),
         clock: Callable[[], float] = time.time,
         max_age: float = MAX_AGE_SECONDS,
         max_body: int = MAX_BODY_BYTES,
+        probes: Probes | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`secret=None`: webhooks are off (every delivery refused), the probes and metrics still answer."""
         secret_bytes = secret.encode() if isinstance(secret, str) else secret
-        if not secret_bytes:
+        if secret_bytes is not None and not secret_bytes:
             raise ValueError("MLFLOW_WEBHOOK_SECRET is empty: the receiver only accepts signed deliveries")
         self.host, self.port = host, port
         self.trigger = trigger
+        if probes is None:  # a receiver on its own: always live and ready
+            probes = Probes(float("inf"))
+            probes.started()
+        self.probes = probes
+        self.leading = leading
         self._secret = secret_bytes
         self._ignored_keys = frozenset(ignored_tag_keys)
         self._ignored_prefixes = ignored_tag_prefixes
@@ -238,7 +255,7 @@ class WebhookReceiver:
         self._max_body = max_body
         self._replays = ReplayGuard(max_age)
         self._stats_lock = threading.Lock()
-        self.stats = {"queued": 0, "ignored": 0, "rejected": 0, "malformed": 0}
+        self.stats = {"queued": 0, "ignored": 0, "not-leader": 0, "rejected": 0, "malformed": 0}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -280,6 +297,7 @@ class WebhookReceiver:
         status, answer = self._route(headers, body, fields)
         with self._stats_lock:
             self.stats[str(answer["status"])] += 1
+        metrics.WEBHOOKS.labels(str(answer["status"])).inc()
         fields.update(outcome=answer["status"], http=status, ms=f"{(time.perf_counter() - started) * 1e3:.1f}")
         if "reason" in answer:
             fields["reason"] = answer["reason"]
@@ -290,6 +308,8 @@ class WebhookReceiver:
     def _route(self, headers: dict[str, str], body: bytes, fields: dict[str, object]) -> tuple[int, dict]:
         now = self._clock()
         timestamp = headers.get(TIMESTAMP_HEADER.lower(), "")
+        if self._secret is None:
+            return 403, {"status": "rejected", "reason": "webhooks are off: MLFLOW_WEBHOOK_SECRET is not set"}
         try:
             verify_signature(
                 self._secret,
@@ -316,6 +336,8 @@ class WebhookReceiver:
             fields["key"] = key
             if key in self._ignored_keys or key.startswith(self._ignored_prefixes):
                 return 202, {"status": "ignored", "reason": f"tag {key} is written by the adapter"}
+        if not self.leading():
+            return 202, {"status": "not-leader", "reason": "this replica is on standby; the leader's poll converges"}
         self.trigger.request(name)
         return 202, {"status": "queued", "model": name}
 
@@ -350,9 +372,15 @@ def _handler_for(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == HEALTH_PATH:
+                live, answer = receiver.probes.liveness()
                 with receiver._stats_lock:
-                    stats = dict(receiver.stats)
-                self._send(200, {"status": "ok", "deliveries": stats})
+                    answer["deliveries"] = dict(receiver.stats)
+                self._send(200 if live else 503, answer)
+            elif self.path == READY_PATH:
+                ready, answer = receiver.probes.readiness()
+                self._send(200 if ready else 503, answer)
+            elif self.path == METRICS_PATH:
+                self._send_bytes(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
             elif self.path == PATH:
                 self._send(405, {"status": "error", "reason": f"use POST on {PATH}"}, allow="POST")
             else:
@@ -364,10 +392,12 @@ def _handler_for(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                 return
             length_header = self.headers.get("Content-Length")
             if length_header is None or not length_header.isdigit():
+                metrics.WEBHOOKS.labels("malformed").inc()
                 self._send(411, {"status": "error", "reason": "Content-Length header is required"}, close=True)
                 return
             length = int(length_header)
             if length > receiver._max_body:
+                metrics.WEBHOOKS.labels("malformed").inc()
                 reason = f"body over {receiver._max_body} bytes"
                 self._send(413, {"status": "error", "reason": reason}, close=True)
                 return
@@ -382,9 +412,13 @@ def _handler_for(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
         do_PUT = do_DELETE = do_PATCH = _other
 
         def _send(self, status: int, answer: dict, *, allow: str = "", close: bool = False) -> None:
-            data = json.dumps(answer).encode()
+            self._send_bytes(status, json.dumps(answer).encode(), "application/json", allow=allow, close=close)
+
+        def _send_bytes(
+            self, status: int, data: bytes, content_type: str, *, allow: str = "", close: bool = False
+        ) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             if allow:
                 self.send_header("Allow", allow)

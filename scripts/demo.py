@@ -304,9 +304,10 @@ def wait_ready(
             if status == "ready" and url and endpoint and http_ok(f"{url}/v2/health/ready") and http_ok(endpoint):
                 ready[m.name] = tags
                 say(f"  {m.name} v{m.version}: ready ({time.monotonic() - start:.0f}s)")
-            elif status == "failed" and fresh:
+            elif status == "failed" and fresh and "deployment.message" in tags:
+                # (tags are written one call each: wait for the message that follows the status)
                 raise Failed(f"{m.name} v{m.version} failed: {failure(stack, tags)}")
-            elif fresh and status and status != "ready" and shown.get(m.name) != status:
+            elif fresh and status not in ("", "ready", "failed") and shown.get(m.name) != status:
                 say(f"  {m.name} v{m.version}: {status}")
                 shown[m.name] = status
         if time.monotonic() - start > timeout:

@@ -206,7 +206,7 @@ diagnose() {
     "kubectl --context $CTX get ksvc,revisions -n $NS"
     "kubectl --context $CTX get pods -A"
     "kubectl --context $CTX describe pods -n $NS"
-    "kubectl --context $CTX logs deployment/service-builder -n $NS --tail=200"
+    "kubectl --context $CTX logs -n $NS -l app.kubernetes.io/name=service-builder,app.kubernetes.io/component=adapter --prefix --tail=200"
     "kubectl --context $CTX logs -n $NS -l serving.kserve.io/inferenceservice --all-containers --prefix --tail=100"
     "kubectl --context $CTX logs deployment/mlflow -n mlflow --tail=100"
     "kubectl --context $CTX logs deployment/kserve-controller-manager -n kserve --tail=100"

@@ -117,3 +117,22 @@ def mlflow_server(root: Path, port: int | None = None) -> Iterator[MlflowServer]
         yield server
     finally:
         server.stop()
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A Prometheus `/metrics` page as {(sample name, sorted labels): value}, parsed by prometheus-client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.headers.get("Content-Type", "").startswith("text/plain"), r.headers.get("Content-Type")
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    """One sample of `scrape()`'s result; 0 when the series does not exist (yet)."""
+    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)

@@ -3,6 +3,7 @@ adapter's ServiceAccount token."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import yaml
 from adapter import naming
 from tests.adapter import crd
 from tests.adapter.conftest import World
-from tests.servers import free_port, wait_http
+from tests.servers import free_port, sample, scrape, wait_http
 
 PLANTED = "planted-SECRET-9f8e7d"
 
@@ -110,14 +111,29 @@ def test_run_keeps_going_and_stops_cleanly_on_sigterm(world: World) -> None:
         while world.isvc(naming.isvc_name(name)) is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert world.isvc(naming.isvc_name(name)) is not None
-        # No MLFLOW_WEBHOOK_SECRET: probes still get /healthz, deliveries are refused.
+        # No MLFLOW_WEBHOOK_SECRET: probes and metrics still answer, deliveries are refused, saying why.
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=10)
         forged = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/mlflow", data=b"{}", method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(forged, timeout=5)
-        assert refused.value.code == 401
+        assert refused.value.code == 403
+        assert "MLFLOW_WEBHOOK_SECRET is not set" in json.loads(refused.value.read())["reason"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            assert json.loads(r.read()) == {"status": "ready", "leader": True}
         world.kube.inject("GET", "/inferenceservices", status=503, times=3)  # a bad moment on the API server
         time.sleep(1.5)
+        m = scrape(f"http://127.0.0.1:{port}/metrics")
+        assert sample(m, "service_builder_passes_total", result="skipped") >= 1
+        assert sample(m, "service_builder_passes_total", result="ok") >= 1
+        assert sample(m, "service_builder_api_errors_total", system="kubernetes", kind="list_inferenceservices") >= 1
+        assert sample(m, "service_builder_api_calls_total", system="mlflow", kind="search_registered_models") >= 2
+        assert sample(m, "service_builder_api_calls_total", system="kubernetes", kind="apply_inferenceservice") >= 1
+        assert sample(m, "service_builder_webhook_deliveries_total", result="rejected") == 1
+        assert sample(m, "service_builder_leader") == 1
+        passes = sum(sample(m, "service_builder_passes_total", result=r) for r in ("ok", "skipped", "error"))
+        # (one pass may end between the two series' collection)
+        assert abs(sample(m, "service_builder_pass_duration_seconds_count") - passes) <= 1
+        assert time.time() - 60 < sample(m, "service_builder_last_successful_pass_timestamp_seconds") <= time.time()
         world.play(naming.isvc_name(name), "ready")
         while world.tags(name, 1).get("deployment.status") != "ready" and time.monotonic() < deadline:
             time.sleep(0.2)

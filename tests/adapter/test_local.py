@@ -21,6 +21,7 @@ from adapter.reconcile import Reconciler
 from adapter.registry import MlflowRegistry
 from adapter.settings import AdapterSettings
 from tests.predictor.models import FEATURES, breast_cancer, train_classifier
+from tests.servers import free_port, sample, scrape
 
 ROW = dict(zip(FEATURES, [float(x) for x in breast_cancer(1)[0][0]], strict=True))
 
@@ -41,8 +42,10 @@ def reconciler(s: AdapterSettings, cluster: LocalCluster) -> Reconciler:
 
 
 def until(rec: Reconciler, name: str, status: str, timeout: float = 90.0) -> None:
+    """Rounds of the `run` loop: a supervisor tick, then a pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        rec.cluster.tick()
         out = rec.run_pass().by_model().get(name)
         if out is not None and out.status == status:
             return
@@ -86,16 +89,35 @@ def test_local_target_lifecycle(tracking_uri: str, tmp_path: Path) -> None:
         with pytest.raises(PermanentError, match="another service-builder"):
             LocalCluster(s)
 
-        # Crash: reported failed with its last log lines, then restarted and ready again.
-        pid = json.loads((s.service_builder_state_dir / "services" / f"{isvc}.json").read_text())["pid"]
+        # Crash: reported failed with its exit code and last log lines; reads (a pass, `status`) start nothing;
+        # the supervisor's tick restarts it and it is ready again.
+        state_file = s.service_builder_state_dir / "services" / f"{isvc}.json"
+        pid = json.loads(state_file.read_text())["pid"]
         os.killpg(pid, signal.SIGKILL)
         time.sleep(0.3)
         out = rec.run_pass().by_model()[name]
-        assert out.status == "failed" and "exited with code" in out.message
+        assert out.status == "failed" and "exited with code -9" in out.message
         assert "exited with code" in client.get_model_version(name, "1").tags["deployment.message"]
-        until(rec, name, "ready")
-        new_pid = json.loads((s.service_builder_state_dir / "services" / f"{isvc}.json").read_text())["pid"]
+        reader = LocalCluster(s, manage=False)
+        for _ in range(3):
+            (view,) = reader.list_owned()
+            assert view["status"]["conditions"][0]["reason"] == "RevisionFailed"
+            assert cluster.get(isvc)["status"]["conditions"][0]["status"] == "False"
+            rec.run_pass()
+        assert json.loads(state_file.read_text())["pid"] == pid, "a read restarted the predictor"
+        reader.tick()  # a read-only cluster supervises nothing either
+        assert json.loads(state_file.read_text())["pid"] == pid
+        cluster.tick()
+        new_pid = json.loads(state_file.read_text())["pid"]
         assert new_pid != pid and _alive(new_pid)
+        # Until the restart is ready it is reported failed, with the crashed run's log lines (not the new run's).
+        restarted = cluster.get(isvc)["status"]["conditions"][0]  # the new process needs about a second
+        assert restarted["status"] == "False" and "exited with code -9; last log lines: " in restarted["message"]
+        assert "Uvicorn running" in restarted["message"], "the crashed run's lines"
+        until(rec, name, "ready")
+        cluster.tick()  # the next supervision round forgets the crash of a predictor that is ready again
+        recovered = json.loads(state_file.read_text())
+        assert recovered["pid"] == new_pid and "lastExitCode" not in recovered and "lastLog" not in recovered
 
         # A new version replaces the process on the same URL.
         train_classifier(name)
@@ -125,6 +147,7 @@ def test_run_stops_its_predictors_and_a_restart_makes_no_duplicate(tracking_uri:
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     client.set_registered_model_alias(name, "production", "1")
     state = tmp_path / "state"
+    port = free_port()
     env = dict(
         os.environ,
         MLFLOW_TRACKING_URI=tracking_uri,
@@ -132,11 +155,15 @@ def test_run_stops_its_predictors_and_a_restart_makes_no_duplicate(tracking_uri:
         SERVICE_BUILDER_STATE_DIR=str(state),
         MODEL_NAME_LIKE=f"{prefix}%",
         POLL_INTERVAL_SECONDS="0.5",
-        WEBHOOK_PORT="0",
+        WEBHOOK_HOST="127.0.0.1",
+        WEBHOOK_PORT=str(port),
+        K8S_API="http://127.0.0.1:9",  # nothing there: the local target needs no Lease (its lock file does the job)
     )
+    log = tmp_path / "run.log"
 
     def start() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "adapter", "run"], env=env, stderr=subprocess.DEVNULL)
+        with open(log, "a") as out:
+            return subprocess.Popen([sys.executable, "-m", "adapter", "run"], env=env, stderr=out)
 
     def predictor_pids() -> set[int]:
         out = subprocess.run(
@@ -165,6 +192,9 @@ def test_run_stops_its_predictors_and_a_restart_makes_no_duplicate(tracking_uri:
         wait_ready()
         pids = predictor_pids()
         assert len(pids) == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            assert json.loads(r.read()) == {"status": "ready", "leader": True}
+        assert sample(scrape(f"http://127.0.0.1:{port}/metrics"), "service_builder_leader") == 1
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=30) == 0
         time.sleep(0.5)
@@ -178,6 +208,8 @@ def test_run_stops_its_predictors_and_a_restart_makes_no_duplicate(tracking_uri:
             second.send_signal(signal.SIGINT)
             assert second.wait(timeout=30) == 0
         assert predictor_pids() == set()
+        text = log.read_text()
+        assert "Lease" not in text and "Traceback" not in text
     finally:
         for p in (first,):
             if p.poll() is None:

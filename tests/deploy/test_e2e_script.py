@@ -288,7 +288,11 @@ def test_a_failing_step_prints_describe_and_logs_and_exits_non_zero(stand_ins: d
     after = ran[failed_at + 1 :]
     assert any("describe inferenceservices -n service-builder" in c for c in after)
     assert any("describe pods -n service-builder" in c for c in after)
-    assert any("logs deployment/service-builder -n service-builder" in c for c in after)
+    # Both adapter replicas (leader and standby), each line prefixed with its pod.
+    adapter_logs = (
+        "logs -n service-builder -l app.kubernetes.io/name=service-builder,app.kubernetes.io/component=adapter"
+    )
+    assert any(f"{adapter_logs} --prefix" in c for c in after)
     assert any("logs -n service-builder -l serving.kserve.io/inferenceservice" in c for c in after)
     assert any("get events -n service-builder" in c for c in after)
     assert not any("kourier.yaml" in c for c in ran), "nothing after the failing step may run"

@@ -35,26 +35,43 @@ def test_everything_is_namespaced_and_labelled(built: dict[str, list[dict[str, A
         assert obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of"), obj["metadata"]["name"]
 
 
-def _rules(objs: list[dict[str, Any]]) -> dict[str, list[str]]:
-    role = one(objs, "Role")
-    out: dict[str, list[str]] = {}
-    for rule in role["rules"]:
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                out[f"{group}/{resource}" if group else resource] = rule["verbs"]
-    return out
+def _rules(objs: list[dict[str, Any]]) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """The Role's rules as (group/resource, resourceNames, verbs), one per resource."""
+    return sorted(
+        (f"{group}/{resource}" if group else resource, tuple(rule.get("resourceNames") or ()), tuple(rule["verbs"]))
+        for rule in one(objs, "Role")["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    )
+
+
+RECONCILE_RULES = [
+    ("events", (), ("create",)),
+    ("serving.kserve.io/inferenceservices", (), tuple(ADAPTER_VERBS["serving.kserve.io/inferenceservices"])),
+]
+# Leader election of `run`: its own Lease by name (get, update); create cannot be restricted by name.
+LEASE_RULES = [
+    ("coordination.k8s.io/leases", (), ("create",)),
+    ("coordination.k8s.io/leases", ("service-builder",), ("get", "update")),
+]
 
 
 @pytest.mark.parametrize("overlay", ["deploy", "deploy/cronjob", "deploy/e2e"])
 def test_rbac_is_exactly_what_the_adapter_uses(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    from adapter.settings import AdapterSettings
+
     objs = built[overlay]
     assert not of_kind(objs, "ClusterRole") and not of_kind(objs, "ClusterRoleBinding")
-    rules = _rules(objs)
-    assert rules == {**ADAPTER_VERBS, "events": ["create"]}
+    # The CronJob's `sync` never campaigns for the Lease: its Role has no Lease rules.
+    expected = RECONCILE_RULES if overlay == "deploy/cronjob" else sorted(RECONCILE_RULES + LEASE_RULES)
+    assert _rules(objs) == expected
+    assert AdapterSettings.model_fields["leader_election_lease_name"].default == "service-builder"
     for rule in one(objs, "Role")["rules"]:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], f"wildcard in {field}"
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        assert "nonResourceURLs" not in rule
+        if "resourceNames" in rule:
+            assert rule["resources"] == ["leases"] and "create" not in rule["verbs"]
     binding, sa, role = one(objs, "RoleBinding"), one(objs, "ServiceAccount"), one(objs, "Role")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -101,8 +118,8 @@ def test_adapter_pod_takes_settings_from_the_configmap_and_credentials_by_refere
     (container,) = spec["containers"]
     sources = container["envFrom"]
     assert {"configMapRef": {"name": one(objs, "ConfigMap")["metadata"]["name"]}} in sources
-    # The Deployment needs the Secret (its MLFLOW_WEBHOOK_SECRET starts the receiver that serves
-    # /healthz); a sync pass of the CronJob runs without one when MLflow needs no credentials.
+    # The Deployment needs the Secret (MLFLOW_WEBHOOK_SECRET, MLflow credentials); a sync pass of the
+    # CronJob runs without one when MLflow needs no credentials.
     optional = {"optional": True} if overlay == "deploy/cronjob" else {}
     assert {"secretRef": {"name": "service-builder-credentials", **optional}} in sources
     namespace_env = next(e for e in container["env"] if e["name"] == "K8S_NAME_SPACE")
@@ -122,20 +139,33 @@ def test_pods_run_non_root_and_locked_down(built: dict[str, list[dict[str, Any]]
         assert c["resources"]["requests"] and c["resources"]["limits"]
 
 
-def test_deployment_runs_service_builder_run_with_probes_on_healthz(built: dict[str, list[dict[str, Any]]]) -> None:
+def test_deployment_runs_two_replicas_rolling_with_probes_metrics_and_a_disruption_budget(
+    built: dict[str, list[dict[str, Any]]],
+) -> None:
     objs = built["deploy"]
     dep = one(objs, "Deployment")
-    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
-    (c,) = pod_spec(dep)["containers"]
+    assert dep["spec"]["replicas"] == 2
+    # The new pod is up (as standby) before an old one stops and hands over its Lease.
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    template = dep["spec"]["template"]
+    (c,) = template["spec"]["containers"]
     assert c["args"] == ["run"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         get = c[probe]["httpGet"]
-        assert get["path"] == "/healthz"
+        assert get["path"] == path
         assert ports[get["port"]] == 8090
+    pod_name = next(e for e in c["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", "the Lease identity is the pod"
+    ann = template["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
+    assert int(ann["prometheus.io/port"]) == 8090
+    pdb = one(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
     svc = one(objs, "Service")
-    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["selector"].items() <= template["metadata"]["labels"].items()
     (port,) = svc["spec"]["ports"]
     assert port["port"] == 8090 and ports[port["targetPort"]] == 8090
     settings = one(objs, "ConfigMap")["data"]
@@ -145,6 +175,7 @@ def test_deployment_runs_service_builder_run_with_probes_on_healthz(built: dict[
 def test_cronjob_variant_syncs_every_two_minutes_never_overlapping(built: dict[str, list[dict[str, Any]]]) -> None:
     objs = built["deploy/cronjob"]
     assert not of_kind(objs, "Deployment") and not of_kind(objs, "Service")
+    assert not of_kind(objs, "PodDisruptionBudget")
     cron = one(objs, "CronJob")
     assert cron["spec"]["schedule"] == "*/2 * * * *"
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"

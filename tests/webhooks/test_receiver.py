@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from adapter.health import Probes
 from adapter.webhooks import PATH, Trigger, WebhookReceiver
 from tests.webhooks.conftest import SECRET, Delivery, delivery, post, tag_event
 
@@ -18,7 +19,10 @@ from tests.webhooks.conftest import SECRET, Delivery, delivery, post, tag_event
 def test_healthz(receiver: WebhookReceiver) -> None:
     status, body = post(receiver.port, Delivery(b""), path="/healthz", method="GET")
     assert status == 200
-    assert body == {"status": "ok", "deliveries": {"queued": 0, "ignored": 0, "rejected": 0, "malformed": 0}}
+    assert body == {
+        "status": "ok",
+        "deliveries": {"queued": 0, "ignored": 0, "not-leader": 0, "rejected": 0, "malformed": 0},
+    }
 
 
 @pytest.mark.parametrize(
@@ -185,3 +189,108 @@ def test_stop_frees_the_port(trigger: Trigger) -> None:
     r.stop()  # idempotent
     with pytest.raises(ConnectionRefusedError):
         post(port, delivery(tag_event("m")))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def get(port: int, path: str) -> tuple[int, str, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type") or "", resp.read()
+    finally:
+        conn.close()
+
+
+def test_probes_report_the_run_loop(trigger: Trigger) -> None:
+    clock, role = Clock(), {"known": False, "leader": False}
+    probes = Probes(60, leading=lambda: role["leader"], role_known=lambda: role["known"], clock=clock)
+    r = WebhookReceiver("127.0.0.1", 0, SECRET, trigger, probes=probes)
+    r.start()
+    try:
+
+        def probe(path: str) -> tuple[int, dict]:
+            status, kind, body = get(r.port, path)
+            assert kind == "application/json"
+            return status, json.loads(body)
+
+        assert probe("/readyz") == (503, {"status": "starting", "leader": False})
+        probes.started()
+        assert probe("/readyz")[0] == 503, "the role (leader or standby) is not known yet"
+        role["known"] = True
+        assert probe("/readyz") == (200, {"status": "ready", "leader": False}), "a standby is ready too"
+        role["leader"] = True
+        assert probe("/readyz") == (200, {"status": "ready", "leader": True})
+        clock.now = 59
+        assert probe("/healthz")[0] == 200
+        clock.now = 61
+        status, body = probe("/healthz")
+        assert status == 503 and body["reason"] == "the run loop has not come round for 61s"
+        probes.beat()
+        assert probe("/healthz")[0] == 200
+        probes.stopping()
+        assert probe("/readyz") == (503, {"status": "stopping", "leader": True})
+    finally:
+        r.stop()
+
+
+def test_metrics_are_served_in_prometheus_text_format(receiver: WebhookReceiver) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    before = _deliveries("queued")
+    assert post(receiver.port, delivery(tag_event("churn")))[0] == 202
+    status, kind, body = get(receiver.port, "/metrics")
+    assert status == 200 and kind.startswith("text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert {
+        "service_builder_pass_duration_seconds",
+        "service_builder_passes",
+        "service_builder_api_calls",
+        "service_builder_webhook_deliveries",
+        "service_builder_last_successful_pass_timestamp_seconds",
+        "service_builder_leader",
+    } <= set(families)
+    queued = [s for s in families["service_builder_webhook_deliveries"].samples if s.labels == {"result": "queued"}]
+    assert [s.value for s in queued if s.name.endswith("_total")] == [before + 1]
+
+
+def _deliveries(result: str) -> float:
+    from adapter import metrics
+
+    return metrics.REGISTRY.get_sample_value("service_builder_webhook_deliveries_total", {"result": result}) or 0.0
+
+
+def test_a_standby_answers_and_wakes_nothing(trigger: Trigger) -> None:
+    r = WebhookReceiver("127.0.0.1", 0, SECRET, trigger, leading=lambda: False)
+    r.start()
+    try:
+        before = _deliveries("not-leader")
+        status, body = post(r.port, delivery(tag_event("churn")))
+        assert status == 202 and body["status"] == "not-leader"
+        assert trigger.wait(0.3) == set() and trigger.pending == set()
+        assert r.stats["not-leader"] == 1 and _deliveries("not-leader") == before + 1
+        # Forgeries are still refused first.
+        assert post(r.port, delivery(tag_event("churn"), secret="wrong"))[0] == 401
+    finally:
+        r.stop()
+
+
+def test_without_a_secret_deliveries_are_refused_and_probes_answer(trigger: Trigger) -> None:
+    r = WebhookReceiver("127.0.0.1", 0, None, trigger)
+    r.start()
+    try:
+        status, body = post(r.port, delivery(tag_event("churn")))
+        assert (status, body["status"]) == (403, "rejected")
+        assert body["reason"] == "webhooks are off: MLFLOW_WEBHOOK_SECRET is not set"
+        assert trigger.wait(0.2) == set()
+        assert get(r.port, "/healthz")[0] == 200 and get(r.port, "/readyz")[0] == 200
+        assert get(r.port, "/metrics")[0] == 200
+    finally:
+        r.stop()
