@@ -189,10 +189,22 @@ def cmd_run(settings: AdapterSettings, _: argparse.Namespace) -> int:
             secret: str | None = settings.mlflow_webhook_secret.get_secret_value() or None
             if secret is None:
                 log.warning("MLFLOW_WEBHOOK_SECRET is not set: webhook deliveries are refused, polling only")
+
+            def leader_url() -> str:
+                return elector.holder_url if elector is not None and elector.holder != elector.identity else ""
+
             receiver = WebhookReceiver(
-                settings.webhook_host, settings.webhook_port, secret, trigger, probes=probes, leading=leading
+                settings.webhook_host,
+                settings.webhook_port,
+                secret,
+                trigger,
+                probes=probes,
+                leading=leading,
+                leader_url=leader_url,
             )
             port = receiver.start()
+            if elector is not None:
+                elector.advertise = settings.webhook_url(port)  # published with the next renewal
             log.info(
                 "Webhook receiver listening %s",
                 kv(

@@ -11,6 +11,10 @@ are client-go's (`tools/leaderelection`), on plain Lease dicts read and written 
   `renew_deadline` (shorter than the lease duration) it steps down before anyone else may take over;
 - release: a clean shutdown clears `holderIdentity`, so a follower takes over at its next retry.
 
+The holder also publishes where its webhook receiver listens (`advertise`, the annotation
+`service-builder.io/webhook-url` on the Lease), so a standby that receives a delivery forwards it there
+(`holder_url`) instead of leaving it to the next poll.
+
 Expiry compares the holder's `renewTime` with this replica's clock: replicas' clocks are assumed to agree
 to well within `lease_duration - renew_deadline` (NTP on cluster nodes). The clock is injectable, and
 `tick()` is one step, so tests drive the elector without sleeping. Imports no client.
@@ -30,6 +34,7 @@ from adapter.errors import PermanentError, TransientError
 from adapter.log import kv
 
 log = logging.getLogger("adapter.leader")
+ANN_WEBHOOK_URL = "service-builder.io/webhook-url"
 
 
 class LeaseStore(Protocol):
@@ -75,6 +80,8 @@ class LeaderElector:
         self.on_change = on_change
         self.leading = False
         self.holder = ""  # who holds the Lease, as last seen ("" unknown or free)
+        self.holder_url = ""  # where the holder's webhook receiver listens, as it publishes it ("" unknown)
+        self.advertise = ""  # where this replica's receiver listens, published while it holds the Lease
         self.observed = False  # the Lease was read (or created) at least once: the role is known
         self._renewed_at = 0.0
         self._stop = threading.Event()
@@ -124,7 +131,7 @@ class LeaderElector:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.store.namespace},
+                "metadata": {"name": self.name, "namespace": self.store.namespace, **self._annotations()},
                 "spec": self._spec(now, acquired=now, transitions=0),
             }
             try:
@@ -133,18 +140,19 @@ class LeaderElector:
                 if e.status == 409:  # another replica created it first: it holds it
                     return False
                 raise
-            self.observed, self.holder = True, self.identity
+            self.observed, self.holder, self.holder_url = True, self.identity, self.advertise
             return True
         self.observed = True
         spec = lease.get("spec") or {}
         holder = str(spec.get("holderIdentity") or "")
         self.holder = holder
+        meta = lease.get("metadata") or {}
+        self.holder_url = str((meta.get("annotations") or {}).get(ANN_WEBHOOK_URL) or "") if holder else ""
         if holder and holder != self.identity and not self._expired(spec, now):
             return False
         transitions = int(spec.get("leaseTransitions") or 0)
         mine = holder == self.identity
         acquired = (_seconds(spec.get("acquireTime")) or now) if mine else now
-        meta = lease.get("metadata") or {}
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -152,6 +160,7 @@ class LeaderElector:
                 "name": self.name,
                 "namespace": self.store.namespace,
                 "resourceVersion": meta.get("resourceVersion"),
+                **self._annotations(),
             },
             "spec": self._spec(now, acquired=acquired, transitions=transitions if mine else transitions + 1),
         }
@@ -163,8 +172,11 @@ class LeaderElector:
             raise
         if not mine:
             log.info("Lease taken over %s", kv(lease=self.where, identity=self.identity, previous=holder or "-"))
-        self.holder = self.identity
+        self.holder, self.holder_url = self.identity, self.advertise
         return True
+
+    def _annotations(self) -> dict[str, Any]:
+        return {"annotations": {ANN_WEBHOOK_URL: self.advertise}} if self.advertise else {}
 
     def _spec(self, now: float, *, acquired: float, transitions: int) -> dict[str, Any]:
         return {

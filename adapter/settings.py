@@ -107,6 +107,11 @@ class AdapterSettings(BaseSettings):
         2.0, gt=0, description="Seconds between attempts to acquire or renew the Lease."
     )
     pod_name: str = Field("", description="This replica's identity in the Lease (the Deployment sets POD_NAME).")
+    pod_ip: str = Field(
+        "",
+        description="This replica's address (the Deployment sets POD_IP from status.podIP): the leader publishes"
+        " its webhook receiver's URL on the Lease, and a standby forwards deliveries there; empty: no forwarding.",
+    )
     # MLflow client behaviour: short retries so one pass never hangs on a down server.
     mlflow_http_request_max_retries: int = Field(2, ge=0, description="MLflow client retries per call.")
     mlflow_http_request_backoff_factor: int = Field(1, ge=0, description="MLflow client backoff.")
@@ -214,6 +219,13 @@ class AdapterSettings(BaseSettings):
         host = parts.netloc.rpartition("@")[2]
         base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
         return f"{base}/#/models/{quote(name, safe='')}/versions/{quote(version, safe='')}"
+
+    def webhook_url(self, port: int) -> str:
+        """Where other replicas reach this one's receiver ("" without POD_IP)."""
+        if not self.pod_ip:
+            return ""
+        host = f"[{self.pod_ip}]" if ":" in self.pod_ip else self.pod_ip
+        return f"http://{host}:{port}/webhooks/mlflow"
 
     def in_scope(self, model_name: str) -> bool:
         """Whether MODEL_NAME_LIKE (an MLflow LIKE pattern: % any run, _ one character) admits the name."""

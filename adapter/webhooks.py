@@ -23,6 +23,8 @@ import json
 import logging
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapter import metrics
 from adapter.health import Probes
+from adapter.log import kv
 from adapter.types import OWN_TAG_KEYS
 
 log = logging.getLogger(__name__)
@@ -235,6 +238,7 @@ class WebhookReceiver:
         max_body: int = MAX_BODY_BYTES,
         probes: Probes | None = None,
         leading: Callable[[], bool] = lambda: True,
+        leader_url: Callable[[], str] = lambda: "",
     ) -> None:
         """`secret=None`: webhooks are off (every delivery refused), the probes and metrics still answer."""
         secret_bytes = secret.encode() if isinstance(secret, str) else secret
@@ -247,6 +251,7 @@ class WebhookReceiver:
             probes.started()
         self.probes = probes
         self.leading = leading
+        self.leader_url = leader_url  # the leader's receiver, as it publishes it on the Lease ("" unknown)
         self._secret = secret_bytes
         self._ignored_keys = frozenset(ignored_tag_keys)
         self._ignored_prefixes = ignored_tag_prefixes
@@ -255,7 +260,7 @@ class WebhookReceiver:
         self._max_body = max_body
         self._replays = ReplayGuard(max_age)
         self._stats_lock = threading.Lock()
-        self.stats = {"queued": 0, "ignored": 0, "not-leader": 0, "rejected": 0, "malformed": 0}
+        self.stats = {"queued": 0, "ignored": 0, "not-leader": 0, "forwarded": 0, "rejected": 0, "malformed": 0}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -337,9 +342,32 @@ class WebhookReceiver:
             if key in self._ignored_keys or key.startswith(self._ignored_prefixes):
                 return 202, {"status": "ignored", "reason": f"tag {key} is written by the adapter"}
         if not self.leading():
+            target = "" if headers.get(FORWARDED_HEADER.lower()) else self.leader_url()
+            if target and _forward(target, headers, body):
+                return 202, {"status": "forwarded", "model": name, "to": target}
             return 202, {"status": "not-leader", "reason": "this replica is on standby; the leader's poll converges"}
         self.trigger.request(name)
         return 202, {"status": "queued", "model": name}
+
+
+FORWARDED_HEADER = "X-Service-Builder-Forwarded"
+_FORWARD_TIMEOUT = 3.0
+
+
+def _forward(url: str, headers: dict[str, str], body: bytes) -> bool:
+    """A verified delivery, sent on unchanged to the leader's receiver (which verifies it again); at most once
+    (the header stops a second hop). True when the leader accepted it."""
+    if not url.startswith(("http://", "https://")):
+        return False
+    keep = {k: v for k, v in headers.items() if k.lower().startswith("x-mlflow-") or k.lower() == "content-type"}
+    forwarded = {**keep, FORWARDED_HEADER: "1"}
+    request = urllib.request.Request(url, data=body, method="POST", headers=forwarded)  # noqa: S310 - http(s) only
+    try:
+        with urllib.request.urlopen(request, timeout=_FORWARD_TIMEOUT) as answer:  # noqa: S310 - http(s) only
+            return bool(200 <= answer.status < 300)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        log.warning("Webhook not forwarded to the leader %s", kv(url=url, error=type(e).__name__))
+        return False
 
 
 def _parse(body: bytes) -> tuple[str, str, dict[str, Any]]:

@@ -81,6 +81,7 @@ def replicas(world: World, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
             WEBHOOK_PORT=str(port),
             MLFLOW_WEBHOOK_SECRET=SECRET,
             POLL_INTERVAL_SECONDS="1",
+            POD_IP="127.0.0.1",
             **settings,
         )
         log = tmp_path / f"{name}.log"
@@ -110,6 +111,11 @@ def holder(world: World) -> str:
             return ""
         raise
     return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+
+def lease_annotation(world: World) -> str:
+    lease = client.CustomObjectsApi(world.admin).get_namespaced_custom_object(*LEASES[:2], world.ns, LEASES[2], LEASE)
+    return str(((lease.get("metadata") or {}).get("annotations") or {}).get("service-builder.io/webhook-url") or "")
 
 
 def applies(world: World, isvc: str) -> int:
@@ -143,13 +149,13 @@ def test_one_leader_reconciles_and_a_killed_one_is_replaced_within_the_lease_dur
     assert b.passes() == 0 and sample(b.metrics(), "service_builder_leader") == 0
     assert sample(a.metrics(), "service_builder_leader") == 1
 
-    # A webhook that reaches the standby is answered and wakes nothing there.
-    assert post(b.port, delivery(tag_event(name))) == (
-        202,
-        {"status": "not-leader", "reason": "this replica is on standby; the leader's poll converges"},
-    )
-    assert sample(b.metrics(), "service_builder_webhook_deliveries_total", result="not-leader") == 1
-    time.sleep(1.5)
+    # A webhook that reaches the standby is forwarded to the leader, which reconciles it; the standby does not.
+    leader_url = f"http://127.0.0.1:{a.port}/webhooks/mlflow"
+    until(lambda: lease_annotation(world) == leader_url, 10, "the leader to publish its receiver")
+    assert post(b.port, delivery(tag_event(name))) == (202, {"status": "forwarded", "model": name, "to": leader_url})
+    assert sample(b.metrics(), "service_builder_webhook_deliveries_total", result="forwarded") == 1
+    until(lambda: f"Webhook reconcile models={name}" in a.text(), 10, "the leader's webhook reconcile")
+    assert sample(a.metrics(), "service_builder_webhook_deliveries_total", result="queued") == 1
     assert b.passes() == 0 and "Webhook reconcile" not in b.text()
 
     version_tags, model_tags = world.tags(name, 1), dict(world.mlflow.get_registered_model(name).tags)

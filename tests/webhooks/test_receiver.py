@@ -21,7 +21,7 @@ def test_healthz(receiver: WebhookReceiver) -> None:
     assert status == 200
     assert body == {
         "status": "ok",
-        "deliveries": {"queued": 0, "ignored": 0, "not-leader": 0, "rejected": 0, "malformed": 0},
+        "deliveries": {"queued": 0, "ignored": 0, "not-leader": 0, "forwarded": 0, "rejected": 0, "malformed": 0},
     }
 
 
@@ -280,6 +280,39 @@ def test_a_standby_answers_and_wakes_nothing(trigger: Trigger) -> None:
         assert post(r.port, delivery(tag_event("churn"), secret="wrong"))[0] == 401
     finally:
         r.stop()
+
+
+def test_a_standby_forwards_a_verified_delivery_to_the_leader_once() -> None:
+    leader_trigger, standby_trigger = Trigger(settle=0.0), Trigger(settle=0.0)
+    leader = WebhookReceiver("127.0.0.1", 0, SECRET, leader_trigger)
+    leader.start()
+    url = f"http://127.0.0.1:{leader.port}{PATH}"
+    standby = WebhookReceiver("127.0.0.1", 0, SECRET, standby_trigger, leading=lambda: False, leader_url=lambda: url)
+    standby.start()
+    try:
+        assert post(standby.port, delivery(tag_event("churn"))) == (
+            202,
+            {"status": "forwarded", "model": "churn", "to": url},
+        )
+        assert leader_trigger.wait(2) == {"churn"} and standby_trigger.pending == set()
+        assert leader.stats["queued"] == 1 and standby.stats["forwarded"] == 1
+        # The leader verifies what it is sent: a forgery is refused at the standby and never reaches it.
+        assert post(standby.port, delivery(tag_event("churn"), secret="wrong"))[0] == 401
+        assert leader.stats["rejected"] == 0
+        # One hop at most: what a standby was forwarded, it does not send on again.
+        hop = delivery(tag_event("churn"))
+        status, body = post(standby.port, Delivery(hop.body, {**hop.headers, "X-Service-Builder-Forwarded": "1"}))
+        assert (status, body["status"]) == (202, "not-leader")
+    finally:
+        standby.stop()
+        leader.stop()
+    # A leader that does not answer: the standby says so, and the leader's poll converges.
+    lost = WebhookReceiver("127.0.0.1", 0, SECRET, standby_trigger, leading=lambda: False, leader_url=lambda: url)
+    lost.start()
+    try:
+        assert post(lost.port, delivery(tag_event("churn")))[1]["status"] == "not-leader"
+    finally:
+        lost.stop()
 
 
 def test_without_a_secret_deliveries_are_refused_and_probes_answer(trigger: Trigger) -> None:
