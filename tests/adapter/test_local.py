@@ -112,7 +112,7 @@ def test_local_target_lifecycle(tracking_uri: str, tmp_path: Path) -> None:
         assert new_pid != pid and _alive(new_pid)
         # Until the restart is ready it is reported failed, with the crashed run's log lines (not the new run's).
         restarted = cluster.get(isvc)["status"]["conditions"][0]  # the new process needs about a second
-        assert restarted["status"] == "False" and "exited with code -9; last log lines: " in restarted["message"]
+        assert restarted["status"] == "False" and "exited with code -9: last log lines: " in restarted["message"]
         assert "Uvicorn running" in restarted["message"], "the crashed run's lines"
         until(rec, name, "ready")
         cluster.tick()  # the next supervision round forgets the crash of a predictor that is ready again
