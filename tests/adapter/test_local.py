@@ -244,6 +244,8 @@ def test_a_model_that_cannot_be_served_reports_the_predictors_line(tracking_uri:
         assert message.endswith(f"predictor exited with code 2: {line}"), message
         state = json.loads((s.service_builder_state_dir / "services" / f"{naming.isvc_name(name)}.json").read_text())
         time.sleep(1.5)  # past the first restart delay: a model that cannot be served is not restarted
+        cluster.tick()  # records the exit
+        cluster.tick()  # would restart a crashed predictor
         assert rec.run_pass().by_model()[name].status == "failed"
         again = json.loads((s.service_builder_state_dir / "services" / f"{naming.isvc_name(name)}.json").read_text())
         assert again["pid"] == 0 and again["exitCode"] == 2 and again["revision"] == state["revision"]
