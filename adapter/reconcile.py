@@ -4,9 +4,10 @@ One pass reads the registry snapshot and every InferenceService in the namespace
 versions the snapshot lacks, asks the pure planner (`planner.plan`) what to do, and performs each model's
 plan: the effect (server-side apply or delete) with retries, then its tags in the planner's order (each
 version's `deployment.status` last, so a reader who sees `ready` also sees the endpoint). Models are executed
-concurrently (bounded by WRITEBACK_CONCURRENCY); one model's failure never stops the others. Transient errors
-are retried in the pass, then backed off per model; a permanent refusal is reported as `failed` and not
-retried until the desired manifest changes. Level-triggered and idempotent: a second pass changes nothing.
+concurrently, and so are the tags of one write but its status (both bounded by WRITEBACK_CONCURRENCY); one
+model's failure never stops the others. Transient errors are retried in the pass, then backed off per model;
+a permanent refusal is reported as `failed` and not retried until the desired manifest changes.
+Level-triggered and idempotent: a second pass changes nothing.
 
 Imports no MLflow or Kubernetes client: it talks to a `Registry` and a `Cluster` (the wrappers in
 `registry.py` and `kube.py`, or fakes in unit tests).
@@ -127,8 +128,11 @@ class Reconciler:
         plans = [p for p in planner.plan(world, only) if p.model not in unreachable]
         result = PassResult(outcomes=[unreachable[m] for m in sorted(unreachable) if only is None or m in set(only)])
         workers = max(1, min(self.settings.writeback_concurrency, len(plans)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile") as pool:
-            result.outcomes += pool.map(lambda p: self._guarded(world, p), plans)
+        with (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile") as pool,
+            ThreadPoolExecutor(max_workers=self.settings.writeback_concurrency, thread_name_prefix="tags") as tags,
+        ):
+            result.outcomes += pool.map(lambda p: self._guarded(world, p, tags), plans)
         result.outcomes.sort(key=lambda o: o.model)
         if only is None:
             self._count(result)
@@ -170,17 +174,20 @@ class Reconciler:
             metrics.MODELS.labels(status=status).set(n)
 
     # ---- one model ------------------------------------------------------------------------
-    def _guarded(self, world: planner.World, p: ModelPlan) -> Outcome:
+    def _guarded(self, world: planner.World, p: ModelPlan, tags: ThreadPoolExecutor) -> Outcome:
         failures, not_before = self._backoff.get(p.model, (0, 0.0))
         if self.monotonic() < not_before:
             return Outcome(p.model, p.version, p.isvc, Action.SKIPPED, message="backing off after transient errors")
         try:
-            outcome = self._execute(world, p)
+            outcome = self._execute(world, p, tags)
         except TransientError as e:
             delay = self.backoff_delays[min(failures, len(self.backoff_delays) - 1)]
             with self._lock:
                 self._backoff[p.model] = (failures + 1, self.monotonic() + delay)
             log.warning("Reconcile will be retried %s", kv(model=p.model, retry_in=f"{delay:g}s", error=e.message))
+            return Outcome(p.model, p.version, p.isvc, Action.ERROR, message=e.message)
+        except AdapterError as e:  # a permanent refusal of a tag write (the effect's is handled in _execute)
+            log.error("Write-back refused %s", kv(model=p.model, error=e.message))
             return Outcome(p.model, p.version, p.isvc, Action.ERROR, message=e.message)
         except Exception as e:
             log.exception("Reconcile crashed %s", kv(model=p.model, error=type(e).__name__))
@@ -189,7 +196,7 @@ class Reconciler:
             self._backoff.pop(p.model, None)
         return outcome
 
-    def _execute(self, world: planner.World, p: ModelPlan) -> Outcome:
+    def _execute(self, world: planner.World, p: ModelPlan, tags: ThreadPoolExecutor) -> Outcome:
         out = Outcome(p.model, p.version, p.isvc, p.action, p.status, p.message)
         fields = {"model": p.model, "version": p.version, "isvc": p.isvc}
         try:
@@ -209,33 +216,47 @@ class Reconciler:
                     self._terminal[p.model] = p.fingerprint
             log.error("Cannot deploy %s", kv(**fields, error=e.message))
             out = replace(out, action=Action.ERROR, status=Status.FAILED, message=e.message)
-            out.tag_writes = self._write(planner.refused(world, p, e.message), fields)
+            out.tag_writes = self._write(planner.refused(world, p, e.message), fields, tags)
             return out
         if p.apply is not None:
             with self._lock:
                 self._terminal.pop(p.model, None)
-        out.tag_writes = self._write(p.tags, fields)
+        out.tag_writes = self._write(p.tags, fields, tags)
         if out.tag_writes and p.status == Status.FAILED:
             what = "Cannot deploy %s" if p.action == Action.SKIPPED else "Rollout failed %s"
             log.error(what, kv(**fields, error=p.message))
         return out
 
-    def _write(self, writes: Iterable[TagWrite], fields: Mapping[str, str]) -> int:
-        """The planner's tag writes, in its order; the count of tags written."""
+    def _write(self, writes: Iterable[TagWrite], fields: Mapping[str, str], pool: ThreadPoolExecutor) -> int:
+        """The planner's tag writes, in its order; the count of tags written. MLflow sets one tag per call: the
+        tags of one write go out at the same time, except `deployment.status`, sent once all the others landed."""
         n = 0
         for w in writes:
-            if w.version:
-                write = partial(self.registry.set_version_tags, w.model, w.version, w.changes)
-                self._retrying(write, counter=metrics.TAG_WRITES)
-                if TAG_STATUS in w.changes:
-                    log.info(
-                        "Tagged model version %s",
-                        kv(**{**fields, "version": w.version}, status=w.changes[TAG_STATUS]),
-                    )
-            else:
-                self._retrying(partial(self.registry.set_model_tags, w.model, w.changes), counter=metrics.TAG_WRITES)
+            status = w.changes.get(TAG_STATUS) if w.version else None
+            first = {k: v for k, v in w.changes.items() if not (w.version and k == TAG_STATUS)}
+            self._concurrently(pool, [partial(self._set, w, {k: v}) for k, v in first.items()])
+            if status is not None:
+                self._concurrently(pool, [partial(self._set, w, {TAG_STATUS: status})])
+                log.info("Tagged model version %s", kv(**{**fields, "version": w.version}, status=status))
             n += len(w.changes)
         return n
+
+    def _set(self, w: TagWrite, changes: Mapping[str, str | None]) -> None:
+        if w.version:
+            write = partial(self.registry.set_version_tags, w.model, w.version, changes)
+        else:
+            write = partial(self.registry.set_model_tags, w.model, changes)
+        self._retrying(write, counter=metrics.TAG_WRITES)
+
+    @staticmethod
+    def _concurrently(pool: ThreadPoolExecutor, calls: list[Callable[[], None]]) -> None:
+        """Run `calls` on the pass's tag-writer pool (at most WRITEBACK_CONCURRENCY in flight for the whole
+        pass); wait for all, then raise the first error."""
+        futures = [pool.submit(call) for call in calls]
+        errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
 
     def _retrying(self, fn: Callable[[], T], counter: Any = None) -> T:
         """`fn()`, retried on transient errors after each of RETRY_DELAYS; the last error is raised."""

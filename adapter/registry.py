@@ -83,6 +83,10 @@ class MlflowRegistry:
         self.tracking_uri = tracking_uri
         self._shown_uri = _without_userinfo(tracking_uri)
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        # MlflowClient's tag writes and get_model_version first fetch the registered model to refuse prompts: a
+        # second REST call each. The adapter only touches models its searches returned (which exclude prompts),
+        # so those calls go straight to the registry client MlflowClient itself delegates to.
+        self._direct = self._client._get_registry_client()
         scope = f" AND name LIKE '{name_like}'" if name_like else ""
         self._model_filter = f"name LIKE '{name_like}'" if name_like else None
         self._tag_filter = f"tags.`{tag_key}` = '{tag_value}'{scope}"
@@ -157,7 +161,7 @@ class MlflowRegistry:
         return snap
 
     def get_version(self, name: str, version: str) -> VersionInfo:
-        return _version(self._call("get_model_version", self._client.get_model_version, name, version))
+        return _version(self._call("get_model_version", self._direct.get_model_version, name, version))
 
     def model_files(self, v: VersionInfo) -> ModelFiles | None:
         """The version's MLmodel flavors and requirements.txt, read once per version (cached) with two small
@@ -219,19 +223,19 @@ class MlflowRegistry:
         for key, value in tags.items():
             if value is None:
                 try:
-                    self._call("delete_model_version_tag", self._client.delete_model_version_tag, name, version, key)
+                    self._call("delete_model_version_tag", self._direct.delete_model_version_tag, name, version, key)
                 except NotFoundError:
                     pass
             else:
-                self._call("set_model_version_tag", self._client.set_model_version_tag, name, version, key, value)
+                self._call("set_model_version_tag", self._direct.set_model_version_tag, name, version, key, value)
 
     def set_model_tags(self, name: str, tags: Mapping[str, str | None]) -> None:
         """Set (value) or delete (None) registered-model tags."""
         for key, value in tags.items():
             if value is None:
                 try:
-                    self._call("delete_registered_model_tag", self._client.delete_registered_model_tag, name, key)
+                    self._call("delete_registered_model_tag", self._direct.delete_registered_model_tag, name, key)
                 except NotFoundError:
                     pass
             else:
-                self._call("set_registered_model_tag", self._client.set_registered_model_tag, name, key, value)
+                self._call("set_registered_model_tag", self._direct.set_registered_model_tag, name, key, value)

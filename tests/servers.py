@@ -62,6 +62,7 @@ class MlflowServer:
     root: Path
     proc: subprocess.Popen | None = None
     extra_env: dict[str, str] | None = None
+    workers: int = 1  # tests: one process; `mlflow server` itself defaults to 4
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -92,7 +93,7 @@ class MlflowServer:
                 str(self.root / "artifacts"),
                 "--serve-artifacts",
                 "--workers",
-                "1",
+                str(self.workers),
             ],
             env=env,
             stdout=log,
@@ -108,10 +109,10 @@ class MlflowServer:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, port: int | None = None) -> Iterator[MlflowServer]:
+def mlflow_server(root: Path, port: int | None = None, workers: int = 1) -> Iterator[MlflowServer]:
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
-    server = MlflowServer(url=f"http://127.0.0.1:{port}", port=port, root=root)
+    server = MlflowServer(url=f"http://127.0.0.1:{port}", port=port, root=root, workers=workers)
     server.start()
     try:
         yield server

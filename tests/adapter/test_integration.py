@@ -249,14 +249,14 @@ def test_crash_between_apply_and_write_back(world: World) -> None:
 
     def dying(*a, **kw):
         calls["n"] += 1
-        raise Crash()  # the process dies right after the apply, before any tag is written
+        raise Crash()  # the process dies right after the apply, as its first tag writes go out (concurrently)
 
     rec.registry.set_version_tags = dying
     try:
         rec.run_pass()
     except Crash:
         pass
-    assert calls["n"] == 1 and world.kube.count("PATCH", world.isvc_path) == 1
+    assert calls["n"] >= 1 and world.kube.count("PATCH", world.isvc_path) == 1
     assert "deployment.status" not in world.tags(name, 1)  # nothing was written before the apply
     fresh = world.reconciler()
     out = fresh.run_pass().by_model()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -304,3 +307,65 @@ def test_retire_after_a_canary_clears_traffic_tags(env) -> None:
     t = tags(reg, "risk", "1")
     assert t["deployment.status"] == "retired"
     assert "deployment.traffic" not in t and "deployment.revision_url" not in t
+
+
+class TimedRegistry(FakeRegistry):
+    """Records each version-tag call's key and time span, and how many calls were in flight at once."""
+
+    def __init__(self, fail_key: str = "") -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str, float, float]] = []  # (model, key, start, end)
+        self.in_flight = self.most_in_flight = 0
+        self.fail_key = fail_key
+        self._guard = threading.Lock()
+
+    def set_version_tags(self, name: str, version: str, tags: Mapping[str, str | None]) -> None:
+        (key,) = tags  # the executor sends one tag per call
+        with self._guard:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        start = time.monotonic()
+        try:
+            time.sleep(0.02)
+            if key == self.fail_key:
+                raise permanent(f"400 cannot set {key}")
+            super().set_version_tags(name, version, tags)
+        finally:
+            with self._guard:
+                self.in_flight -= 1
+                self.calls.append((name, key, start, time.monotonic()))
+
+
+def _timed(fail_key: str = "", concurrency: int = 4) -> tuple[Reconciler, TimedRegistry, FakeCluster]:
+    settings = AdapterSettings(k8s_name_space="models", predictor_image="img:1", writeback_concurrency=concurrency)
+    reg, cluster = TimedRegistry(fail_key), FakeCluster()
+    return Reconciler(settings, reg, cluster, sleep=lambda _: None), reg, cluster
+
+
+def test_tags_of_a_write_go_out_together_and_the_status_after_all_of_them() -> None:
+    rec, reg, cluster = _timed()
+    for name in ("a", "b", "c"):
+        reg.add(name, "1", stage="production")
+    rec.run_pass()
+    for name in ("a", "b", "c"):
+        cluster.roll(name, "ready")
+    reg.calls.clear()
+    out = rec.run_pass().by_model()
+    assert all(o.status == "ready" for o in out.values())
+    for name in ("a", "b", "c"):
+        mine = [c for c in reg.calls if c[0] == name]
+        (status,) = [c for c in mine if c[1] == "deployment.status"]
+        others = [c for c in mine if c[1] != "deployment.status"]
+        assert {c[1] for c in others} >= {"deployed", "model_endpoint", "deployment.url", "deployment.revision"}
+        assert all(c[3] <= status[2] for c in others), f"{name}: status written before the tags it vouches for"
+    assert 1 < reg.most_in_flight <= 4, reg.most_in_flight  # concurrent, and bounded by WRITEBACK_CONCURRENCY
+
+
+def test_a_tag_that_cannot_be_written_keeps_the_status_from_being_written() -> None:
+    rec, reg, cluster = _timed(fail_key="model_endpoint")
+    reg.add("risk", "1", stage="production")
+    rec.run_pass()
+    cluster.roll("risk", "ready")
+    out = rec.run_pass().by_model()["risk"]
+    assert out.action == "error" and "cannot set model_endpoint" in out.message
+    assert tags(reg, "risk", "1")["deployment.status"] != "ready", "ready without its endpoint"

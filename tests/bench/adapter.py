@@ -2,14 +2,15 @@
 webhook latency from tag set to apply.
 
 1. Pass cost: 200 models x 20 versions (4,000 versions) per side, 10 of them production (5 by tag, 5 by alias),
-   against one real `mlflow server` (sqlite) and the real control plane (kube-apiserver with the KServe
-   controller, Knative played; tests/controlplane). Two adapters run the same passes over identical model sets
-   (MODEL_NAME_LIKE keeps them apart), each in its own namespace with the ServiceAccount token, through its own
-   counting proxy: this checkout, and the baseline commit BASELINE (the main before the planner), checked out
-   with `git worktree` into a temporary folder and driven by tests/bench/pass_driver.py. Reports wall time and
-   MLflow / Kubernetes calls for a pass with everything to do (10 creates), the write-back pass once KServe
-   reports ready, and a pass with nothing to do (median of 5). Goal: the write-back pass at most a third of the
-   baseline's.
+   against one real `mlflow server` (sqlite, its default 4 workers) and the real control plane (kube-apiserver
+   with the KServe controller, Knative played; tests/controlplane). Two adapters run the same passes over
+   identical model sets (MODEL_NAME_LIKE keeps them apart), each in its own namespace with the ServiceAccount
+   token, through its own counting proxy: this checkout, and the baseline commit BASELINE (the main before the
+   planner), checked out with `git worktree` into a temporary folder and driven by tests/bench/pass_driver.py.
+   Reports wall time, MLflow calls (the adapter's registry wrapper calls: the baseline's tag writes and version
+   reads cost two HTTP requests each, MlflowClient's prompt check included) and Kubernetes calls for a pass
+   with everything to do (10 creates), the write-back pass once KServe reports ready, and a pass with nothing
+   to do (median of 5). Goal: the write-back pass at most a third of the baseline's.
 2. Webhook latency: `service-builder run` with POLL_INTERVAL_SECONDS=600 and the receiver on; for 20
    trials, set the production tag on a fresh model and time until its InferenceService exists.
 
@@ -265,7 +266,8 @@ def bench_webhook_latency(url: str, tmp: Path, plane: ControlPlane) -> list[str]
 
 def main() -> list[str]:
     with tempfile.TemporaryDirectory() as tmp, running(Path(tmp) / "controlplane") as plane:
-        with mlflow_server(Path(tmp) / "mlflow") as server:
+        # `mlflow server` as it is run (its default 4 workers): both sides talk to the same one.
+        with mlflow_server(Path(tmp) / "mlflow", workers=4) as server:
             lines = ["## Adapter", "", *bench_pass_cost(server.url, plane, Path(tmp)), ""]
         with mlflow_server(Path(tmp) / "mlflow-hooks") as server:
             lines += [*bench_webhook_latency(server.url, Path(tmp), plane), ""]
