@@ -61,7 +61,7 @@ class AdapterSettings(BaseSettings):
     )
     mlflow_s3_endpoint_url: str = Field("", description="S3 endpoint for MLflow artifacts (not a secret).")
     writeback_concurrency: int = Field(
-        8, ge=1, le=64, description="Models reconciled (applied and tagged) at the same time in a pass."
+        8, ge=1, le=64, description="Models reconciled at the same time in a pass, and MLflow tag writes in flight."
     )
     rollout_deadline_seconds: float = Field(600.0, gt=0, description="A rollout not ready by then: failed.")
     template_path: Path = Field(TEMPLATE_DIR / "inferenceservice.yaml", description="InferenceService template.")
