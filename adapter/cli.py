@@ -27,15 +27,20 @@ from adapter.settings import AdapterSettings
 log = logging.getLogger("adapter")
 
 
+def invalid_configuration(e: ValidationError) -> str:
+    """The settings' validation errors in one line, each named by its environment variable."""
+    problems = "; ".join(
+        f"{'.'.join(str(x) for x in err['loc']).upper()}: {err['msg']}" if err["loc"] else err["msg"]
+        for err in e.errors()
+    )
+    return f"invalid configuration: {problems}"
+
+
 def _settings() -> AdapterSettings:
     try:
         return AdapterSettings()
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']).upper()}: {err['msg']}" if err["loc"] else err["msg"]
-            for err in e.errors()
-        )
-        raise SystemExit(f"service-builder: invalid configuration: {problems}") from None
+        raise SystemExit(f"service-builder: {invalid_configuration(e)}") from None
 
 
 def build(settings: AdapterSettings, *, manage: bool = True) -> Any:

@@ -94,6 +94,17 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return " | ".join(line.strip() for line in current[-lines:] if line.strip())
 
 
+def predictor_env(manifest: dict[str, Any], base_env: dict[str, str], port: int) -> dict[str, str]:
+    """The env of a predictor process for a rendered InferenceService: `base_env` (local credentials: AWS_*,
+    MLFLOW_TRACKING_*), the container's env values (references to Secrets are not resolved here), and the port on
+    127.0.0.1 (also used by the plugin's `run_local`)."""
+    container = next(c for c in manifest["spec"]["predictor"]["containers"] if c.get("name") == CONTAINER)
+    env = dict(base_env)
+    env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
+    env.update(PORT=str(port), HOST="127.0.0.1", MLFLOW_DISABLE_TELEMETRY="true")
+    return env
+
+
 class StateStore:
     """`services/<name>.json` per emulated InferenceService, and the state dir's lock."""
 
@@ -165,16 +176,11 @@ class Supervisor:
     def start(self, state: dict[str, Any]) -> None:
         """Start the predictor of `state` (sets `pid`, `startedAt`); the caller saves the state."""
         name = state["metadata"]["name"]
-        container = next(c for c in state["spec"]["predictor"]["containers"] if c.get("name") == CONTAINER)
-        env = dict(self.base_env)  # local credentials (AWS_*, MLFLOW_TRACKING_*) come from the adapter's env
-        env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
+        env = predictor_env(state, self.base_env, int(state["port"]))
         # SERVICE_BUILDER_STATE_DIR names the adapter that owns the process (for people and orphan checks).
         termination = self.store.termination(name)
         termination.unlink(missing_ok=True)
         env.update(
-            PORT=str(state["port"]),
-            HOST="127.0.0.1",
-            MLFLOW_DISABLE_TELEMETRY="true",
             SERVICE_BUILDER_STATE_DIR=str(self.store.root),
             TERMINATION_MESSAGE_PATH=str(termination),  # as Kubernetes' /dev/termination-log, per service
         )

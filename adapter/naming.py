@@ -14,6 +14,19 @@ import re
 MAX_ISVC_NAME = 45
 _HASH_LEN = 8
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # KServe's IsvcNameFmt
+
+
+def invalid_isvc_name(name: str) -> str | None:
+    """Why `name` cannot be an InferenceService name as given (KServe's DNS-1035 rule and our length), or None."""
+    if not _DNS_1035.fullmatch(name):
+        return (
+            f"{name[:80]!r} is not a DNS-1035 label: lowercase letters, digits and '-', starting with a letter"
+            " and ending with a letter or digit"
+        )
+    if len(name) > MAX_ISVC_NAME:
+        return f"{name[:80]!r} is longer than {MAX_ISVC_NAME} characters (Knative appends -predictor-00001)"
+    return None
 
 
 def service_path(model_name: str) -> str:

@@ -10,7 +10,7 @@ rule, and then nothing is applied for that model. Defaults are the template's va
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -18,7 +18,6 @@ from typing import Any
 from adapter.settings import AdapterSettings
 
 PREFIX = "serving."
-ENV_PREFIX = "serving.env."
 SCALE_METRICS = ("cpu", "memory", "concurrency", "rps")  # the CRD's enum
 _QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<unit>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _UNITS: dict[str, Decimal | int] = {
@@ -61,6 +60,7 @@ class Field:
     path: tuple[str, ...]  # where in spec.predictor (container fields start with "container")
     parse: Callable[[str, AdapterSettings], Any]
     rule: str
+    help: str = ""  # what it does and its range, for people (`mlflow deployments help -t kserve`)
 
 
 def _int(lo: int, hi: Callable[[AdapterSettings], int] | None = None) -> Callable[[str, AdapterSettings], int]:
@@ -100,30 +100,79 @@ def _image(text: str, s: AdapterSettings) -> str:
     return text.strip()
 
 
+_QTY_CPU, _QTY_MEM = "a quantity (500m, 2)", "a quantity (512Mi, 2Gi)"
 FIELDS: dict[str, Field] = {
-    "min_replicas": Field(("minReplicas",), _int(0, lambda s: s.serving_max_replicas_cap), "0..cap"),
-    "max_replicas": Field(("maxReplicas",), _int(1, lambda s: s.serving_max_replicas_cap), "1..cap"),
-    "scale_metric": Field(("scaleMetric",), _metric, "enum"),
-    "scale_target": Field(("scaleTarget",), _int(1, lambda s: 100000), "1..100000"),
-    "container_concurrency": Field(("containerConcurrency",), _int(0, lambda s: 1000), "0..1000"),
-    "timeout_seconds": Field(("timeout",), _int(1, lambda s: s.serving_timeout_cap), "1..cap"),
-    "canary_percent": Field(("canaryTrafficPercent",), _int(0, lambda s: 100), "0..100"),
-    "cpu_request": Field(("container", "resources", "requests", "cpu"), _qty(lambda s: s.serving_cpu_cap), "qty"),
-    "cpu_limit": Field(("container", "resources", "limits", "cpu"), _qty(lambda s: s.serving_cpu_cap), "qty"),
-    "memory_request": Field(
-        ("container", "resources", "requests", "memory"), _qty(lambda s: s.serving_memory_cap), "qty"
+    "min_replicas": Field(
+        ("minReplicas",),
+        _int(0, lambda s: s.serving_max_replicas_cap),
+        "0..cap",
+        "fewest pods; 0 allows scale to zero. 0 .. SERVING_MAX_REPLICAS_CAP",
     ),
-    "memory_limit": Field(("container", "resources", "limits", "memory"), _qty(lambda s: s.serving_memory_cap), "qty"),
-    "image": Field(("container", "image"), _image, "allow-list"),
+    "max_replicas": Field(
+        ("maxReplicas",),
+        _int(1, lambda s: s.serving_max_replicas_cap),
+        "1..cap",
+        "most pods. 1 .. SERVING_MAX_REPLICAS_CAP",
+    ),
+    "scale_metric": Field(("scaleMetric",), _metric, "enum", f"Knative autoscaling metric: {', '.join(SCALE_METRICS)}"),
+    "scale_target": Field(("scaleTarget",), _int(1, lambda s: 100000), "1..100000", "autoscaling target. 1 .. 100000"),
+    "container_concurrency": Field(
+        ("containerConcurrency",), _int(0, lambda s: 1000), "0..1000", "hard limit of requests per pod. 0 .. 1000"
+    ),
+    "timeout_seconds": Field(
+        ("timeout",),
+        _int(1, lambda s: s.serving_timeout_cap),
+        "1..cap",
+        "request timeout, seconds. 1 .. SERVING_TIMEOUT_CAP",
+    ),
+    "canary_percent": Field(
+        ("canaryTrafficPercent",),
+        _int(0, lambda s: 100),
+        "0..100",
+        "share of traffic for the new version, the previous one keeps the rest; 100: all. 0 .. 100",
+    ),
+    "cpu_request": Field(
+        ("container", "resources", "requests", "cpu"),
+        _qty(lambda s: s.serving_cpu_cap),
+        "qty",
+        f"{_QTY_CPU}, at most SERVING_CPU_CAP, <= cpu_limit",
+    ),
+    "cpu_limit": Field(
+        ("container", "resources", "limits", "cpu"),
+        _qty(lambda s: s.serving_cpu_cap),
+        "qty",
+        f"{_QTY_CPU}, at most SERVING_CPU_CAP",
+    ),
+    "memory_request": Field(
+        ("container", "resources", "requests", "memory"),
+        _qty(lambda s: s.serving_memory_cap),
+        "qty",
+        f"{_QTY_MEM}, at most SERVING_MEMORY_CAP, <= memory_limit",
+    ),
+    "memory_limit": Field(
+        ("container", "resources", "limits", "memory"),
+        _qty(lambda s: s.serving_memory_cap),
+        "qty",
+        f"{_QTY_MEM}, at most SERVING_MEMORY_CAP",
+    ),
+    "image": Field(
+        ("container", "image"),
+        _image,
+        "allow-list",
+        "another predictor image (skips the choice): one of PREDICTOR_IMAGES, PREDICTOR_IMAGE, SERVING_IMAGE_ALLOWLIST",
+    ),
 }
+ENV_HELP = "extra env for the predictor; <NAME> in SERVING_ENV_ALLOWLIST, at most 1024 characters"
 
 
 @dataclass
 class Overrides:
-    """Validated values by key (`min_replicas`, `env.LOG_LEVEL`, ...) and where each came from."""
+    """Validated values by key (`min_replicas`, `env.LOG_LEVEL`, ...), where each came from, and how a key is
+    spelled in messages (`serving.` for tags, nothing for the plugin's `-C` keys)."""
 
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    spelling: str = PREFIX
 
     @property
     def canary_percent(self) -> int | None:
@@ -131,29 +180,42 @@ class Overrides:
         return None if value is None or value == 100 else int(value)
 
 
+def known_keys() -> list[str]:
+    """Every setting's key (the `serving.*` tag without its prefix), `env.<NAME>` standing for the env keys."""
+    return sorted([*FIELDS, "env.<NAME>"])
+
+
 def resolve(settings: AdapterSettings, model_tags: Mapping[str, str], version_tags: Mapping[str, str]) -> Overrides:
     """Model tags first, then version tags over them; raises OverrideError on the first bad tag."""
-    out = Overrides()
+    layers = [
+        (source, {tag[len(PREFIX) :]: str(tags[tag]) for tag in tags if tag.startswith(PREFIX)})
+        for source, tags in (("model tag", model_tags), ("version tag", version_tags))
+    ]
+    return resolve_layers(settings, layers, spelling=PREFIX)
+
+
+def resolve_layers(
+    settings: AdapterSettings, layers: Sequence[tuple[str, Mapping[str, str]]], spelling: str
+) -> Overrides:
+    """Settings by key (`min_replicas`, `env.LOG_LEVEL`), later layers over earlier ones, each named by its
+    source; messages spell a key `spelling + key`. Raises OverrideError on the first bad value."""
+    out = Overrides(spelling=spelling)
     env_allowed = {n.strip() for n in settings.serving_env_allowlist.split(",") if n.strip()}
-    for source, tags in (("model tag", model_tags), ("version tag", version_tags)):
-        for tag in sorted(tags):
-            if not tag.startswith(PREFIX):
-                continue
-            raw = str(tags[tag])
-            where = f"{source} {tag}={raw[:60]!r}"
-            if tag.startswith(ENV_PREFIX):
-                name = tag[len(ENV_PREFIX) :]
+    for source, values in layers:
+        for key in sorted(values):
+            raw = values[key]
+            where = f"{source} {spelling}{key}={raw[:60]!r}"
+            if key.startswith("env."):
+                name = key[4:]
                 if not _ENV_NAME.match(name) or name not in env_allowed:
                     raise OverrideError(f"{where}: {name!r} is not in SERVING_ENV_ALLOWLIST")
                 if len(raw) > MAX_ENV_VALUE or "\x00" in raw:
                     raise OverrideError(f"{where}: env values are at most {MAX_ENV_VALUE} characters")
-                key, value = f"env.{name}", raw
+                value: Any = raw
             else:
-                key = tag[len(PREFIX) :]
                 spec = FIELDS.get(key)
                 if spec is None:
-                    known = ", ".join(sorted([*FIELDS, "env.<NAME>"]))
-                    raise OverrideError(f"{where}: unknown setting; known: {known}")
+                    raise OverrideError(f"{where}: unknown setting; known: {', '.join(known_keys())}")
                 try:
                     value = spec.parse(raw, settings)
                 except ValueError as e:
@@ -168,13 +230,13 @@ def _check_pairs(o: Overrides) -> None:
     v = o.values
     if "min_replicas" in v and "max_replicas" in v and v["min_replicas"] > v["max_replicas"]:
         raise OverrideError(
-            f"serving.min_replicas={v['min_replicas']} ({o.sources['min_replicas']}) is above "
-            f"serving.max_replicas={v['max_replicas']} ({o.sources['max_replicas']})"
+            f"{o.spelling}min_replicas={v['min_replicas']} ({o.sources['min_replicas']}) is above "
+            f"{o.spelling}max_replicas={v['max_replicas']} ({o.sources['max_replicas']})"
         )
     for res in ("cpu", "memory"):
         req, lim = v.get(f"{res}_request"), v.get(f"{res}_limit")
         if req and lim and quantity(req) > quantity(lim):
-            raise OverrideError(f"serving.{res}_request={req} is above serving.{res}_limit={lim}")
+            raise OverrideError(f"{o.spelling}{res}_request={req} is above {o.spelling}{res}_limit={lim}")
 
 
 def apply(doc: dict[str, Any], overrides: Overrides, container_name: str) -> None:
@@ -202,7 +264,7 @@ def _check_manifest(predictor: dict[str, Any], container: dict[str, Any], o: Ove
     """Pairs across tags and template: min <= max replicas, request <= limit (only when a tag is involved)."""
 
     def src(key: str) -> str:
-        return f"serving.{key} ({o.sources[key]})" if key in o.sources else f"{key} (template)"
+        return f"{o.spelling}{key} ({o.sources[key]})" if key in o.sources else f"{key} (template)"
 
     lo, hi = predictor.get("minReplicas"), predictor.get("maxReplicas")
     if {"min_replicas", "max_replicas"} & o.sources.keys() and lo is not None and hi and lo > hi:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter import bookkeeping, images, naming
+from adapter import bookkeeping, images, naming, ownership
 from adapter.overrides import OverrideError, Overrides, resolve
 from adapter.render import CONTAINER, Manifest, render
 from adapter.rollout import interpret, traffic
@@ -169,12 +169,20 @@ def _image(world: World, version: VersionInfo, overrides: Overrides, owned: Mapp
     image = _image_without_files(world, version, overrides, owned)
     if image is not None:
         return image
-    files = world.files.get((version.name, version.version), "its model files were not read")
+    return image_from_files(
+        world.settings, world.files.get((version.name, version.version), "its model files were not read")
+    )
+
+
+def image_from_files(settings: AdapterSettings, files: ModelFiles | str | None) -> str:
+    """The first of PREDICTOR_IMAGES that covers these model files (MLmodel flavor, requirements.txt);
+    PREDICTOR_IMAGE when MLflow does not serve them (None). A string is why they could not be read. Raises NoImage
+    naming what is missing (the plugin chooses with this too)."""
     if isinstance(files, str):
         raise images.NoImage(f"cannot choose a predictor image: {files}")
     if files is None:
-        return world.settings.predictor_image
-    return images.choose(world.settings.catalog, files.flavors, images.requirements(files.requirements))
+        return settings.predictor_image
+    return images.choose(settings.catalog, files.flavors, images.requirements(files.requirements))
 
 
 def _owned(world: World, name: str) -> Mapping[str, Any] | None:
@@ -449,11 +457,9 @@ def _model_of(obj: Mapping[str, Any]) -> str:
 
 
 def _not_ours(obj: Mapping[str, Any], ref: str, name: str) -> str:
-    owner = _labels(obj).get(MANAGED_BY_LABEL)
-    if owner == MANAGED_BY:
+    if _ours(obj):
         return f"InferenceService {ref} already serves MLflow model {_model_of(obj)!r}; names collide, left untouched"
-    who = f"managed by {owner!r}" if owner else f"not managed by service-builder (no {MANAGED_BY_LABEL} label)"
-    return f"InferenceService {ref} exists and is {who}; left untouched"
+    return ownership.refusal(obj, MANAGED_BY, ref.partition("/")[0]) or f"InferenceService {ref} is not ours"
 
 
 # ---- adopting services deployed before the bookkeeping was on the object ---------------------

@@ -163,6 +163,10 @@ class MlflowRegistry:
     def get_version(self, name: str, version: str) -> VersionInfo:
         return _version(self._call("get_model_version", self._direct.get_model_version, name, version))
 
+    def get_version_by_alias(self, name: str, alias: str) -> VersionInfo:
+        op = "get_model_version_by_alias"
+        return _version(self._call(op, self._client.get_model_version_by_alias, name, alias))
+
     def model_files(self, v: VersionInfo) -> ModelFiles | None:
         """The version's MLmodel flavors and requirements.txt, read once per version (cached) with two small
         downloads through MLflow's artifact API; None when MLflow does not serve the version's artifacts itself

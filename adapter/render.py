@@ -76,18 +76,22 @@ def render(
     uri: str | None = None,
     overrides: Overrides | None = None,
     image: str | None = None,
+    *,
+    name: str | None = None,
+    managed_by: str = MANAGED_BY,
 ) -> Manifest:
     """The InferenceService that serves `version` of its model on `image` (default PREDICTOR_IMAGE), with the
-    owner's validated overrides."""
+    owner's validated overrides. `name` (default: derived from the model name) and `managed_by` are the plugin's
+    (its deployments are named by their user and carry their own owner)."""
     doc = load_template(settings.template_path)
-    name = naming.isvc_name(version.name)
+    name = name or naming.isvc_name(version.name)
     uri = uri or model_uri(version.name, version.version)
 
     meta = doc.setdefault("metadata", {})
     meta["name"] = name
     meta["namespace"] = settings.k8s_name_space
     labels = meta.setdefault("labels", {}) or {}
-    labels[MANAGED_BY_LABEL] = MANAGED_BY
+    labels[MANAGED_BY_LABEL] = managed_by
     labels[LABEL_MODEL_VERSION] = version.version
     meta["labels"] = labels
     ann = meta.setdefault("annotations", {}) or {}

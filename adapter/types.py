@@ -77,13 +77,17 @@ ACTIVE_STATES = frozenset({DEPLOYING, READY, FAILED})
 
 # Labels and annotations on owned InferenceServices.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "service-builder"
+MANAGED_BY = "service-builder"  # the registry-driven adapter
+# Deployments made with `mlflow deployments ... -t kserve` (adapter/plugin.py): their own owner and field manager.
+PLUGIN_MANAGED_BY = "service-builder-plugin"
+PLUGIN_FIELD_MANAGER = "service-builder-plugin"
 ANN_MODEL_NAME = "mlflow.org/model-name"
 ANN_MODEL_VERSION = "mlflow.org/model-version"
 ANN_RUN_ID = "mlflow.org/run-id"
 ANN_MODEL_URI = "mlflow.org/model-uri"
 ANN_MODEL_VERSION_URL = "mlflow.org/model-version-url"  # the version's page in the MLflow UI
 LABEL_MODEL_VERSION = "mlflow.org/model-version"
+ANN_FLAVOR = "mlflow.org/flavor"  # the MLmodel flavor served (plugin deployments)
 
 
 @dataclass(frozen=True)

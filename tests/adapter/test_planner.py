@@ -208,6 +208,11 @@ def test_the_status_last_order_holds_for_a_failure_too() -> None:
     [
         ({}, {}, "not managed by service-builder"),
         ({"app.kubernetes.io/managed-by": "someone-else"}, {}, "managed by 'someone-else'"),
+        (
+            {"app.kubernetes.io/managed-by": "service-builder-plugin"},
+            {"mlflow.org/model-name": "m"},
+            "mlflow deployments plugin (`mlflow deployments delete -t kserve:/models --name m` removes it)",
+        ),
         ({"app.kubernetes.io/managed-by": "service-builder"}, {"mlflow.org/model-name": "other"}, "names collide"),
     ],
 )
