@@ -18,7 +18,7 @@ routers, the gate and the lifespan use only this surface of it:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -62,19 +62,20 @@ class PredictionService:
         return self.source.version
 
     # ---- dependencies -------------------------------------------------------------------------------------
-    def require_ready(self) -> None:
-        """Dependency of every prediction route: 503 until the model is loaded and passed its self-test."""
+    async def require_ready(self) -> None:
+        """Dependency of every prediction route: 503 until the model is loaded and passed its self-test (async:
+        FastAPI would run a plain function in its thread pool, a thread hop on every request)."""
         if not self.runtime.ready:
             raise PredictorError(503, "not_ready", self.runtime.reason or "the model is still loading")
 
-    def name_param(self) -> Callable[..., str]:
+    def name_param(self) -> Callable[..., Awaitable[str]]:
         """Dependency of the KServe routes: the `{name}` path parameter, this model's or a 404 (annotated after
         definition: the documented type refers to locals)."""
         path = self.path
         doc = f"The model's name in the KServe protocols: `{path}` (any other is a 404)."
         examples: Any = {"this predictor's model": {"value": path}}
 
-        def model_name(name: str) -> str:
+        async def model_name(name: str) -> str:
             if name != path:
                 raise PredictorError(404, "not_found", f"this predictor serves the model '{path}' only")
             return name
@@ -82,12 +83,12 @@ class PredictionService:
         model_name.__annotations__["name"] = Annotated[str, Path(description=doc, openapi_examples=examples)]
         return model_name
 
-    def version_param(self) -> Callable[..., str]:
+    def version_param(self) -> Callable[..., Awaitable[str]]:
         """Dependency of the V2 `/versions/{version}` routes: this model's version or a 404."""
         served = self.version or "1"
         doc = f"The model version: `{served}` (any other is a 404)."
 
-        def model_version(version: str) -> str:
+        async def model_version(version: str) -> str:
             if version != served:
                 raise PredictorError(404, "not_found", f"this predictor serves version {served} only")
             return version
