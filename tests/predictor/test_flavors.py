@@ -180,6 +180,36 @@ def test_float32_tensor_models_self_test_with_their_input_example(flavor_models:
         assert [i.name for i in runtime.contract.inputs] == [f"x{i}" for i in range(5)]
 
 
+def test_an_exported_program_runs_its_graph_once_the_module_answered_that_row_count(
+    flavor_models: dict[str, Path],
+) -> None:
+    """pt2: a row count's first request goes through the module `torch.export.load` gives (its shape guards), the
+    next ones straight to the graph, with pyfunc's bits; a graph that disagrees with its module is never used."""
+    folder = flavor_models["pytorch-float32"]
+    with in_process(model_uri=str(folder), service_path="t") as client:
+        runtime = client.app_state.runtime
+        backend, names = runtime.backend, runtime.contract.input_names
+        module, calls = backend.module, []
+        backend.module = lambda x: calls.append(int(x.shape[0])) or module(x)
+        assert backend.direct is not None
+        for n, seed in ((3, 0), (3, 1), (3, 2), (4, 3), (4, 4)):
+            rows = rows_for(runtime.contract, n, seed=seed)
+            r = client.post("/t/api/v1/predict", json={"records": rows})
+            assert r.status_code == 200, r.text
+            assert r.json()["predictions"] == reference(folder, rows, names)
+        assert calls == [3, 4] and {3, 4} <= backend.checked
+
+        graph = backend.direct
+        backend.direct = lambda x: graph(x) + 1e-6  # a graph that is not its module
+        rows = rows_for(runtime.contract, 7, seed=5)
+        r = client.post("/t/api/v1/predict", json={"records": rows})
+        assert r.status_code == 200 and r.json()["predictions"] == reference(folder, rows, names)
+        assert backend.direct is None and 7 not in backend.checked
+        calls.clear()
+        r = client.post("/t/api/v1/predict", json={"records": rows_for(runtime.contract, 3)})
+        assert r.status_code == 200 and calls == [3]  # the module serves every request from here on
+
+
 def test_no_pyfunc_or_pandas_on_the_xgboost_path(flavor_models: dict[str, Path], tmp_path: Path) -> None:
     """The flavor backends call the library directly: serving an XGBoost model never imports mlflow.pyfunc."""
     import subprocess
