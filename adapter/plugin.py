@@ -182,7 +182,7 @@ class KServeDeploymentClient(BaseDeploymentClient):
         meta = obj.get("metadata") or {}
         ann = meta.get("annotations") or {}
         kept = bookkeeping.read(obj)
-        canary = ((obj.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+        canary = ((obj.get("spec") or {}).get("predictor") or {}).get(bookkeeping.TRAFFIC_FIELD)
         state = interpret(
             dict(obj),
             base_revision=kept.base_revision if kept else "",
