@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from custom_predictor import lane
+
 INVALID = "the request does not match the model's contract"
 
 
@@ -118,13 +120,15 @@ Render = Callable[[PredictorError], Response]
 
 
 def route_class(render: Render) -> type[APIRoute]:
-    """An APIRoute whose refusals (raised, from body validation, or unexpected) are rendered by `render`."""
+    """An APIRoute whose refusals (raised, from body validation, or unexpected) are rendered by `render`; a JSON
+    body route takes the direct lane (`lane`) for the requests it accepts."""
 
     class ProtocolRoute(APIRoute):
         renderer = staticmethod(render)
 
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
+            fastapi_handler = super().get_route_handler()
+            handler: lane.Handler = lane.direct(self, fastapi_handler) or fastapi_handler
 
             async def run(request: Request) -> Response:
                 try:
