@@ -6,8 +6,8 @@
 2. loads the first backend of `backends.candidates` that takes the model;
 3. predicts the contract's test rows (or the input example) and compares them with the expected outputs.
 State is loading -> ready, or failed with `reason` (every load failure is permanent: `__main__` then ends the
-process with that reason as its last line). With a numpy kernel, a low-priority check against scikit-learn runs
-once serving and hands over to the estimator on a difference.
+process with that reason as its last line). With an evaluator of ours (a numpy kernel, the pt2 reader), a
+low-priority check against the library runs once serving and hands over to the library on a difference.
 The facade the routes use: `state`, `ready`, `reason`, `kind`, `kernel_check`, `flavor`, `inline`, `notes`,
 `predict(rows, may_block=..., params=..., raw=...)`, `predict_raw`, `wait`, `wait_checked`, `wait_failed`,
 `close`, `self_test`.
@@ -33,7 +33,6 @@ from custom_predictor.backends import (
     WouldBlock,
     candidates,
 )
-from custom_predictor.backends.kernel import KernelBackend
 from custom_predictor.backends.pyfunc import PyfuncBackend
 from custom_predictor.contract import PY_TYPES, Contract
 from custom_predictor.outputs import to_list
@@ -67,7 +66,7 @@ class Runtime:
         self.state = "loading"
         self.reason: str | None = None
         self.load_seconds: float | None = None
-        self.kernel_check: str | None = None  # kernel only: pending, passed, mismatch, unavailable
+        self.kernel_check: str | None = None  # our evaluator against the library: pending, passed, mismatch...
         self.report: requirements.Report | None = None
         self._unreadable: str | None = None
         try:  # cheap (one small file, no imports): done here so that `notes` can describe the API at once
@@ -138,7 +137,7 @@ class Runtime:
         self.state = "ready"
         log.info("model ready kind=%s flavor=%s load_seconds=%.3f", self.kind, self.flavor, self.load_seconds)
         self._ready.set()
-        if isinstance(self.backend, KernelBackend) and self.options.verify_kernel and not self._closing.is_set():
+        if self.backend.verifies() and self.options.verify_kernel and not self._closing.is_set():
             self.kernel_check = "pending"
             threading.Thread(target=self.check_kernel, name="kernel-check", daemon=True).start()
         else:
@@ -199,20 +198,19 @@ class Runtime:
         return self._checked.wait(timeout)
 
     def check_kernel(self) -> None:
-        """The kernel against the real estimator; on a difference, serve with the estimator from then on."""
-        kernel = self.backend
+        """Our evaluator (a numpy kernel, the pt2 reader) against the library; on a difference, serve with the
+        backend's replacement (the estimator, the library's module) from then on."""
+        backend = self.backend
         try:
-            if not isinstance(kernel, KernelBackend):
+            if backend is None or not backend.verifies():
                 return
-            self.kernel_check = kernel.verify(self.self_test_rows(), self._closing)
+            self.kernel_check = backend.verify(self.self_test_rows(), self._closing)
             if self.kernel_check != "mismatch":
                 return
             try:
-                kernel.fallback.ensure_loaded()
+                self.backend = backend.replacement()
             except ModelFailure as e:
-                self._fail(f"the numpy kernel differs from scikit-learn, which cannot serve instead: {e}")
-                return
-            self.backend = kernel.fallback
+                self._fail(str(e))
         finally:
             self._checked.set()
 

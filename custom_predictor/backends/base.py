@@ -3,7 +3,9 @@
 A backend is built from a `Model` (the folder, its MLmodel, its contract, the settings' switches) without doing
 any work; `load()` imports the library and reads the model, or raises `NotApplicable` when this way of running
 cannot take this model (the next candidate of `backends.candidates` then tries); `predict(rows)` returns the
-model's raw output for validated rows (`outputs.to_list` turns it into one JSON value per row). Every library
+model's raw output for validated rows (`outputs.to_list` turns it into one JSON value per row). A backend that
+serves with an evaluator of ours says so (`verifies`); the runtime then runs its `verify` once serving and,
+on a difference, serves with its `replacement()`. Every library
 import happens inside `load`, never at module import.
 Neighbours: `backends/__init__` chooses; `runtime` loads the chosen one, self-tests and serves it.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -155,6 +158,19 @@ class Backend:
     def describe(self) -> dict[str, str]:
         """How the model runs, for logs and metrics: at least `kind`."""
         return {"kind": self.kind}
+
+    def verifies(self) -> bool:
+        """It serves with an evaluator of ours (a numpy kernel, the pt2 reader) that `verify` checks against the
+        library once serving."""
+        return False
+
+    def verify(self, test_rows: list[dict[str, Any]], closing: threading.Event) -> str:
+        """Compare our evaluator with the library on probe rows: passed, mismatch or unavailable."""
+        raise NotImplementedError
+
+    def replacement(self) -> Backend:
+        """After a mismatch: the backend that serves instead, loaded. Raises ModelFailure (the reason) if none can."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """The server stops: end any background work."""

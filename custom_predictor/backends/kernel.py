@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import Any
 
-from custom_predictor.backends.base import Backend, Model, NotApplicable, matrix, numeric_dtype
+from custom_predictor.backends.base import Backend, Model, ModelFailure, NotApplicable, matrix, numeric_dtype
 from custom_predictor.backends.sklearn import EstimatorBackend, reference_outputs, refuse_pickle, sklearn_conf
 from custom_predictor.outputs import to_list
 
@@ -66,6 +66,16 @@ class KernelBackend(Backend):
 
     def describe(self) -> dict[str, str]:
         return {"kind": self.kind, "kernel_check": self.check or "none"}
+
+    def verifies(self) -> bool:
+        return True
+
+    def replacement(self) -> Backend:
+        try:
+            self.fallback.ensure_loaded()
+        except ModelFailure as e:
+            raise ModelFailure(f"the numpy kernel differs from scikit-learn, which cannot serve instead: {e}") from None
+        return self.fallback
 
     def probe(self, test_rows: list[dict[str, Any]]) -> tuple[Any, list[Any]]:
         """The probe rows the kernel answers itself (others go to scikit-learn anyway) and its outputs."""
