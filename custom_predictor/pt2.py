@@ -9,7 +9,8 @@ little-endian storages with their sizes, strides and offsets), and returns a `Pr
 Only the plain case is read: one 2-D input tensor whose first dimension is the free row count, one tensor out,
 every node an aten operator with arguments of the kinds below, no pickled payload, no guards. Anything else is
 `Unsupported`, with the reason. Nothing in the archive is evaluated, imported or unpickled: operator names are
-looked up as attributes of `torch.ops.aten`, weights are copied from bytes.
+looked up as attributes of `torch.ops.aten` (those that read or write files refused), weights are copied from
+bytes.
 Neighbours: `backends.pytorch` serves with it and checks it against `torch.export.load` in a child process
 (`check`); the library's module takes over on a difference and for an `Unsupported` archive.
 """
@@ -252,6 +253,8 @@ class _Reader:
         op = getattr(packet, match.group(2), None) if packet is not None else None
         if op is None:
             raise Unsupported(f"operator {target} is not in this torch")
+        if any(a.name == "filename" for a in op._schema.arguments):  # aten::from_file, aten::save
+            raise Unsupported(f"operator {target} reads or writes files")
         given = {i["name"]: i for i in node["inputs"]}
         args: list[Any] = []
         kwargs: dict[str, Any] = {}

@@ -168,6 +168,12 @@ def _rank(entry: dict[str, Any]) -> None:
 TAMPERED: list[tuple[str, str, Callable[[bytes], bytes | None], str]] = [
     ("a python callable", "models/model.json", _json_change(_target(0, "os.system")), "only torch.ops.aten"),
     ("an unknown operator", "models/model.json", _json_change(_target(0, "torch.ops.aten.nope.default")), "not in"),
+    (
+        "an operator that reads files",
+        "models/model.json",
+        _json_change(_target(0, "torch.ops.aten.from_file.default")),
+        "reads or writes files",
+    ),
     ("another schema", "models/model.json", _json_change(_schema), "schema version 7"),
     (
         "a path as payload name",
