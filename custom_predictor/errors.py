@@ -128,7 +128,7 @@ def route_class(render: Render) -> type[APIRoute]:
 
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             fastapi_handler = super().get_route_handler()
-            handler: lane.Handler = lane.direct(self, fastapi_handler) or fastapi_handler
+            handler: lane.Handler = lane.direct(lane.effective(self), fastapi_handler) or fastapi_handler
 
             async def run(request: Request) -> Response:
                 try:

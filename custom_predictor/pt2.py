@@ -7,10 +7,13 @@ a cold start on one core. `read(path, torch)` takes a few milliseconds: it parse
 little-endian storages with their sizes, strides and offsets), and returns a `Program` that calls the graph's
 `torch.ops.aten` operators in graph order on them, as the module `torch.export.load` builds does.
 Only the plain case is read: one 2-D input tensor whose first dimension is the free row count, one tensor out,
-every node an aten operator with arguments of the kinds below, no pickled payload, no guards. Anything else is
+every node an aten operator with arguments of the kinds below and none writing a weight or the input (or a
+view of them: the program is called many times, from several threads), no pickled payload, no guards. Anything else is
 `Unsupported`, with the reason. Nothing in the archive is evaluated, imported or unpickled: operator names are
 looked up as attributes of `torch.ops.aten` (those that read or write files refused), weights are copied from
-bytes.
+bytes. That is not a sandbox: an aten operator given crafted arguments can still crash the process, as with
+`torch.export.load` (which also unpickles); the archive is trusted as a pickle is, and the PyTorch backend
+reads it only where pickle deserialization is allowed.
 Neighbours: `backends.pytorch` serves with it and checks it against `torch.export.load` in a child process
 (`check`); the library's module takes over on a difference and for an `Unsupported` archive.
 """
@@ -147,6 +150,7 @@ class _Reader:
         state, user = self._inputs(signature["input_specs"])
         output = self._output(signature["output_specs"], graph["outputs"])
         self._check_input(graph["tensor_values"][user], doc.get("range_constraints") or {}, dtype, width)
+        self.kept = {*state, user}  # the weights and the input, and views of them: never written
         nodes = [self._node(n) for n in graph["nodes"]]
         return Program(nodes, state, user, output, width)
 
@@ -258,11 +262,13 @@ class _Reader:
         given = {i["name"]: i for i in node["inputs"]}
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
+        reads: dict[str, set[str]] = {}  # argument name -> the graph values it reads
         for schema_arg in op._schema.arguments:  # the deserializer's order: the operator's schema
             item = given.pop(schema_arg.name, None)
             if item is None:
                 continue
             value = self._argument(item["arg"])
+            reads[schema_arg.name] = _refs(value)
             if item.get("kind") == _POSITIONAL and not kwargs:
                 args.append(value)
             elif item.get("kind") in (_POSITIONAL, _KEYWORD):
@@ -271,7 +277,22 @@ class _Reader:
                 raise Unsupported(f"{target}: argument {schema_arg.name} of kind {item.get('kind')}")
         if given:
             raise Unsupported(f"{target}: arguments {sorted(given)} are not in its schema")
-        return _Node(op, tuple(args), kwargs, self._outputs(target, node["outputs"]))
+        outputs = self._outputs(target, node["outputs"])
+        self._track_aliases(target, op, reads, outputs)
+        return _Node(op, tuple(args), kwargs, outputs)
+
+    def _track_aliases(self, target: str, op: Any, reads: dict[str, set[str]], outputs: Any) -> None:
+        """Refuse a node that writes the weights or the input (or a view of them): the program is called many
+        times, from several threads; follow views (outputs that alias an argument) to keep that true."""
+        kept = set(self.kept)
+        touched = {a.name for a in op._schema.arguments if a.alias_info is not None}
+        written = {a.name for a in op._schema.arguments if a.alias_info is not None and a.alias_info.is_write}
+        if any(reads.get(n, set()) & kept for n in written):
+            raise Unsupported(f"{target} writes a weight or the input (in place)")
+        view = any(r.alias_info is not None for r in op._schema.returns) or op._schema.name == "aten::_unsafe_view"
+        if view and any(reads.get(n, set()) & kept for n in touched):
+            names = [outputs] if isinstance(outputs, str) else list(outputs or ())
+            self.kept.update(n for n in names if n is not None)
 
     def _outputs(self, target: str, outputs: list[dict[str, Any]]) -> tuple[str | None, ...] | str | None:
         names: list[str | None] = []
@@ -328,6 +349,14 @@ class _Reader:
         if kind == "as_device" and v.get("type") == "cpu":
             return torch.device("cpu") if v.get("index") is None else torch.device("cpu", int(v["index"]))
         raise Unsupported(f"an argument of kind {kind}")
+
+
+def _refs(value: Any) -> set[str]:
+    if type(value) is _Ref:
+        return {value}
+    if type(value) is _List:
+        return {i for i in value.items if type(i) is _Ref}
+    return set()
 
 
 def _tensor_or_none(v: dict[str, Any]) -> _Ref | None:

@@ -205,8 +205,8 @@ class Runtime:
             if backend is None or not backend.verifies():
                 return
             self.kernel_check = backend.verify(self.self_test_rows(), self._closing)
-            if self.kernel_check != "mismatch":
-                return
+            if self.kernel_check != "mismatch" or self._closing.is_set():
+                return  # stopping: load nothing more
             try:
                 self.backend = backend.replacement()
             except ModelFailure as e:

@@ -10,14 +10,16 @@ from typing import Annotated, Any
 
 import orjson
 import pytest
-from fastapi import Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from custom_predictor import lane
+from custom_predictor import errors, lane
 from tests.predictor.conftest import ROW, in_process
 
 PATH = "breast-cancer-risk"
@@ -116,6 +118,7 @@ REFUSED = [
     (f"{API}/predict", body({"records": [ROW]}), "text/plain"),
     (f"{API}/predict", b"radius=1", "application/x-www-form-urlencoded"),
     (f"{API}/predict", body({"records": [ROW]}), "application/vnd.api+json"),  # FastAPI reads +json as JSON
+    (f"{API}/predict", body({"records": [ROW]}), "application/a/b+json"),  # two slashes: text/plain to FastAPI
     (f"{API}/predict", body({"records": []}), "application/json"),
     (f"{API}/predict", body({"records": [{**ROW, "radius": "17.5"}]}), "application/json"),  # strict numbers
     (f"{API}/predict", body({"records": None}), "application/json"),
@@ -246,3 +249,98 @@ def test_the_lane_leaves_every_other_shape_to_fastapi() -> None:
         route(plain, dependencies=[Depends(int_dep)]),
     ]
     assert [r.endpoint.__name__ for r in refused if lane.direct(r, fallback) is not None] == []
+
+
+# ---- FastAPI's semantics on small apps: included dependencies, overrides, caching, long integers, aliases -------
+
+
+async def deny() -> None:
+    raise errors.PredictorError(401, "unauthorized", "no token")
+
+
+async def allow() -> None:
+    return None
+
+
+class AnyIn(BaseModel):
+    x: Any
+
+
+def small_app(
+    endpoint: Any, path: str = "/a", route_dependencies: list[Any] | None = None, **include: Any
+) -> tuple[FastAPI, list[str]]:
+    """An app with one route of the predictor's route class, in a router included with `include`; the list
+    records the lanes built."""
+    built: list[str] = []
+    app = FastAPI()
+    router = APIRouter(route_class=errors.route_class(errors.render_default))
+    router.add_api_route(path, endpoint, methods=["POST"], dependencies=route_dependencies)
+    app.include_router(router, **include)
+    real = lane.direct
+
+    def spy(route: Any, fallback: lane.Handler) -> lane.Handler | None:
+        handler = real(route, fallback)
+        built.append("lane" if handler else "fastapi")
+        return handler
+
+    lane.direct = spy  # type: ignore[assignment]
+    try:
+        assert TestClient(app).get("/no-such-route").status_code == 404  # builds the included routes
+    finally:
+        lane.direct = real  # type: ignore[assignment]
+    return app, built
+
+
+async def served(body: In) -> Response:
+    return Response("served")
+
+
+def test_dependencies_of_an_include_run_on_the_lane() -> None:
+    app, built = small_app(served, dependencies=[Depends(deny)])
+    r = TestClient(app).post("/a", json={"x": 1})
+    assert (r.status_code, r.json()["error"], built) == (401, "unauthorized", ["lane"])
+    app, built = small_app(served, dependencies=[Depends(allow)])
+    assert TestClient(app).post("/a", json={"x": 1}).text == "served" and built == ["lane"]
+
+
+def test_a_dependency_override_is_honoured() -> None:
+    for where in ("route", "include"):
+        deps = {"route_dependencies" if where == "route" else "dependencies": [Depends(deny)]}
+        app, _ = small_app(served, **deps)
+        assert TestClient(app).post("/a", json={"x": 1}).status_code == 401
+        app.dependency_overrides[deny] = allow
+        assert TestClient(app).post("/a", json={"x": 1}).text == "served", where
+
+
+def test_a_repeated_dependency_runs_once_as_fastapi_caches_it() -> None:
+    calls: list[int] = []
+
+    async def counted() -> None:
+        calls.append(1)
+
+    app, built = small_app(served, dependencies=[Depends(counted), Depends(counted)])
+    assert TestClient(app).post("/a", json={"x": 1}).text == "served" and calls == [1]
+    assert built == ["fastapi"]
+
+
+def test_an_integer_beyond_64_bits_reaches_the_endpoint_exact() -> None:
+    async def echo(body: AnyIn) -> Response:
+        return Response(repr(body.x))
+
+    app, built = small_app(echo)
+    client = TestClient(app)
+    for value in (18446744073709551617, -(2**63) - 1, 2**63 - 1, 12):
+        r = client.post("/a", content=f'{{"x": {value}}}', headers={"content-type": "application/json"})
+        assert r.text == repr(value)
+    assert built == ["lane"]
+
+
+def test_a_path_parameter_under_an_alias_is_passed_by_its_name() -> None:
+    seen: list[str] = []
+
+    async def model(model_name: Annotated[str, PathParam(alias="name")]) -> None:
+        seen.append(model_name)
+
+    app, built = small_app(served, "/m/{name}", dependencies=[Depends(model)])
+    assert TestClient(app).post("/m/risk", json={"x": 1}).text == "served"
+    assert (seen, built) == (["risk"], ["lane"])

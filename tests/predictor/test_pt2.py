@@ -210,6 +210,56 @@ def test_a_file_that_is_no_archive_is_refused(tmp_path: Path) -> None:
         pt2.read(tmp_path / "t.pt2", torch, dtype="float64", width=WIDTH)
 
 
+class CountsCalls(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("n", torch.zeros(1))
+
+    def forward(self, x: Any) -> Any:
+        self.n.add_(1)
+        return x + self.n
+
+
+class ScalesItsInput(nn.Module):
+    def forward(self, x: Any) -> Any:
+        return x.mul_(2)
+
+
+class WritesAView(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("b", torch.zeros(2, WIDTH))
+
+    def forward(self, x: Any) -> Any:
+        self.b.t()[0].add_(1)
+        return x + self.b[0]
+
+
+class InPlaceReLU(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.act = nn.Linear(WIDTH, 3), nn.ReLU(inplace=True)
+
+    def forward(self, x: Any) -> Any:
+        return self.act(self.lin(x))
+
+
+@pytest.mark.parametrize("cls", [CountsCalls, ScalesItsInput, WritesAView])
+def test_a_program_that_writes_its_weights_or_input_is_refused(cls: type[nn.Module], tmp_path: Path) -> None:
+    """Called many times, from several threads, such a program would drift: `torch.export.load`'s to serve."""
+    path = _export(cls, tmp_path / "m.pt2")
+    with pytest.raises(pt2.Unsupported, match="writes a weight or the input"):
+        pt2.read(path, torch, dtype="float32", width=WIDTH)
+
+
+def test_an_in_place_operator_on_an_intermediate_is_read(tmp_path: Path) -> None:
+    path = _export(InPlaceReLU, tmp_path / "m.pt2")
+    program, module = pt2.read(path, torch, dtype="float32", width=WIDTH), torch.export.load(str(path)).module()
+    x = torch.randn(4, WIDTH)
+    with torch.no_grad():
+        assert program(x).numpy().tobytes() == module(x).numpy().tobytes()
+
+
 def test_what_the_reader_does_not_run_is_refused(programs: dict[str, Path], tmp_path: Path) -> None:
     """A fixed row count, another dtype or width, several inputs or outputs: `torch.export.load`'s to serve."""
     with pytest.raises(pt2.Unsupported, match="row count is not free"):
