@@ -113,7 +113,7 @@ def read(path: Any, torch: Any, *, dtype: str, width: int) -> Program:
             return _Reader(archive, torch).program(dtype, width)
     except (zipfile.BadZipFile, OSError) as e:
         raise Unsupported(f"not a readable archive: {e}") from None
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:  # RuntimeError: torch
         raise Unsupported(f"unexpected archive content ({e.__class__.__name__}: {str(e)[:200]})") from None
 
 
