@@ -284,7 +284,7 @@ class _Reader:
     def _track_aliases(self, target: str, op: Any, reads: dict[str, set[str]], outputs: Any) -> None:
         """Refuse a node that writes the weights or the input (or a view of them): the program is called many
         times, from several threads; follow views (outputs that alias an argument) to keep that true."""
-        kept = set(self.kept)
+        kept = self.kept
         touched = {a.name for a in op._schema.arguments if a.alias_info is not None}
         written = {a.name for a in op._schema.arguments if a.alias_info is not None and a.alias_info.is_write}
         if any(reads.get(n, set()) & kept for n in written):

@@ -180,10 +180,6 @@ def reference_outputs(exported: Path, x: Any, tensor: bool) -> list[Any]:
     return [values(x), *(values(x[i : i + 1]) for i in range(min(PROBE_SINGLES, len(x))))]
 
 
-def _same_bits(a: Any, b: Any) -> bool:
-    return bool(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
-
-
 _MAX_CHECKED = 4096
 
 
@@ -225,5 +221,9 @@ class _Direct:
 
 def _same(a: Any, b: Any, torch: Any) -> bool:
     """Both tensors of one dtype and shape with the same bits (NaN included)."""
-    ok = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
-    return ok and a.numpy().tobytes() == b.numpy().tobytes()
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and _same_bits(a.numpy(), b.numpy())
+
+
+def _same_bits(a: Any, b: Any) -> bool:
+    """Two numpy arrays of one dtype and shape with the same bits (NaN included)."""
+    return bool(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
