@@ -118,6 +118,8 @@ def render(
     if version.run_id:
         _set_env(env, "MODEL_RUN_ID", version.run_id)
     _set_env(env, "SERVICE_PATH", naming.service_path(version.name))
+    _set_env(env, "INFERENCESERVICE_NAMESPACE", settings.k8s_name_space)  # who is asked for (auth, inference log)
+    _set_env(env, "INFERENCESERVICE_NAME", name)
     _set_env(env, "MLFLOW_TRACKING_URI", settings.tracking_uri_for_predictor)
     if settings.mlflow_s3_endpoint_url:
         _set_env(env, "MLFLOW_S3_ENDPOINT_URL", settings.mlflow_s3_endpoint_url)

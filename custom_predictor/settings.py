@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     mlflow_allow_pickle_deserialization: bool = Field(
         True, description="Same switch as MLflow's: allow loading pickled/skops models (fast path included)."
     )
+    inferenceservice_namespace: str = Field(
+        "", description="Namespace of the InferenceService serving this predictor (set by the adapter; empty locally)."
+    )
+    inferenceservice_name: str = Field(
+        "", description="Name of the InferenceService serving this predictor (set by the adapter; empty locally)."
+    )
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
     host: str = Field("0.0.0.0", description="Address to bind.")
     service_path: str | None = Field(None, description="URL path name; default derived from the model name.")

@@ -133,6 +133,8 @@ def test_render_sets_model_env_and_references_secrets(settings: AdapterSettings)
     assert env["MODEL_URI"]["value"] == "models:/Risk Model/4"
     assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.mlflow:5000"
     assert env["SERVICE_PATH"]["value"] == "risk-model"
+    assert env["INFERENCESERVICE_NAME"]["value"] == doc["metadata"]["name"]
+    assert env["INFERENCESERVICE_NAMESPACE"]["value"] == doc["metadata"]["namespace"]
     assert env["AWS_SECRET_ACCESS_KEY"] == {
         "name": "AWS_SECRET_ACCESS_KEY",
         "valueFrom": {"secretKeyRef": {"name": "mlflow-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": True}},
