@@ -11,7 +11,7 @@ export DO_NOT_TRACK := true
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml custom_predictor/requirements.txt custom_predictor/requirements-torch.txt
+$(VENV)/.installed: pyproject.toml requirements-dev.txt adapter/requirements.txt custom_predictor/requirements.txt custom_predictor/requirements-torch.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@# Tests run the base image's pins (constraints take no extras): what passes here is what the image ships.

@@ -49,6 +49,39 @@ class Settings(BaseSettings):
     service_path: str | None = Field(None, description="URL path name; default derived from the model name.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     max_records: int = Field(10_000, ge=1, description="Most rows accepted in one request.")
+    max_body_bytes: int = Field(
+        16 * 2**20,
+        ge=1024,
+        description="Largest request body in bytes: a larger Content-Length is refused with 413 before the body is"
+        " read, a streamed body once it crosses it (docs/predictor.md: what it costs in memory).",
+    )
+    memory_budget_share: float = Field(
+        0.5,
+        gt=0,
+        le=0.9,
+        description="Share of the container's memory limit (its cgroup; the machine's memory without one) that the"
+        " bodies in flight may cost together when decoded; a request over it waits BUDGET_WAIT_SECONDS, then 503.",
+    )
+    memory_budget_bytes: int | None = Field(
+        None, ge=1, description="The memory budget in bytes, instead of MEMORY_BUDGET_SHARE of the limit."
+    )
+    budget_wait_seconds: float = Field(
+        2.0, ge=0, le=60, description="How long a request waits for room in the memory budget before its 503."
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="A request body must arrive within this many seconds of its first byte (a slow body: 408).",
+    )
+    predict_threads: int = Field(
+        4, ge=1, le=64, description="Threads that run predictions (and decode large bodies) off the event loop."
+    )
+    access_log: bool = Field(
+        False,
+        description="One log line per request (method, path, status, latency, request id, caller); the inference"
+        " log is the audit record.",
+    )
     fast_path: bool = Field(True, description="Call scikit-learn estimators directly when the flavor allows it.")
     kernels: bool = Field(
         True,

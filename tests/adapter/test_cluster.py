@@ -320,3 +320,45 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+_KNATIVE_ONLY = ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds")
+
+
+def _pod_of(ksvc: dict[str, Any], name: str) -> dict[str, Any]:
+    """The Pod a kubelet would run for a Knative Service's revision: its template's pod spec (Knative's own fields
+    dropped, probe ports filled in as Knative fills them). Knative's queue-proxy sidecar is not in it."""
+    spec = {k: v for k, v in ksvc["spec"]["template"]["spec"].items() if k not in _KNATIVE_ONLY}
+    for container in spec["containers"]:
+        port = container["ports"][0]["containerPort"]
+        for probe in ("readinessProbe", "livenessProbe"):
+            if "httpGet" in container.get(probe, {}) and not container[probe]["httpGet"].get("port"):
+                container[probe]["httpGet"]["port"] = port
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def test_the_rendered_pod_meets_the_restricted_pod_security_standard(
+    world: World, control_plane: ControlPlane, admin_api: Any
+) -> None:
+    """The Knative Service KServe renders from our InferenceService gives a Pod that the real API server's
+    PodSecurity admission accepts in a namespace enforcing `restricted` (non-root, no privilege escalation, no
+    capabilities, RuntimeDefault seccomp), with a read-only root; the same Pod without seccomp is refused there."""
+    name = world.model("restricted")
+    world.mlflow.set_registered_model_alias(name, "production", "1")
+    world.reconciler().run_pass()
+    pod = _pod_of(world.knative.service(world.ns, naming.isvc_name(name)), "predictor")
+    container = pod["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
+
+    restricted = new_namespace(control_plane, admin_api, prefix="restricted")
+    client.CoreV1Api(admin_api).patch_namespace(
+        restricted.name, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    pods = client.CoreV1Api(admin_api)
+    pods.create_namespaced_pod(restricted.name, pod, dry_run="All")  # admitted
+    loose = json.loads(json.dumps(pod))
+    del loose["spec"]["containers"][0]["securityContext"]["seccompProfile"]
+    with pytest.raises(ApiException) as refused:
+        pods.create_namespaced_pod(restricted.name, loose, dry_run="All")
+    assert refused.value.status == 403 and "seccompProfile" in refused.value.body

@@ -136,7 +136,15 @@ def test_try_it_out_and_execute_answer_200(
     page.context.close()
 
 
-FLAVOR_PAGES = ["xgboost", "lightgbm", "pytorch-float32", "pytorch-dpm360", "sklearn-column-transformer"]
+FLAVOR_PAGES = [
+    "xgboost",
+    "lightgbm",
+    "pytorch-float32",
+    "pytorch-dpm360",
+    "sklearn-column-transformer",
+    "odd-names",
+    "unsigned-sklearn",
+]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +152,8 @@ def flavor_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.predictor import flavors
 
     root = tmp_path_factory.mktemp("flavor-pages")
-    return {name: flavors.SAVERS[name](root / name) for name in FLAVOR_PAGES}
+    savers = {**flavors.SAVERS, **flavors.SHAPES}
+    return {name: savers[name](root / name) for name in FLAVOR_PAGES}
 
 
 @pytest.mark.parametrize("name", FLAVOR_PAGES)
@@ -163,6 +172,10 @@ def test_try_it_out_predicts_for_each_flavor(
         body = block.locator("textarea.body-param__text")
         if name == "pytorch-dpm360":
             body.fill(json.dumps({"patient_id": 1002}))
+        if name == "odd-names":  # the real column names, as the model was trained with them
+            from tests.predictor.flavors import ODD_NAMES
+
+            assert set(json.loads(body.input_value())["records"][0]) == set(ODD_NAMES)
         block.locator("button.execute").click()
         status = block.locator(".live-responses-table tr.response .response-col_status").first
         status.wait_for(timeout=20_000)

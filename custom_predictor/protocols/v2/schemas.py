@@ -1,35 +1,24 @@
-"""The Open Inference Protocol (V2) request of one contract, documented exactly: what the schema calls valid,
-the route answers 200, but for the two rules JSON Schema cannot state (a tensor's rows equal the values in its
-data; every tensor has the same rows), which the descriptions state and `protocols.v2` checks.
+"""Open Inference Protocol (KServe V2) bodies: the static models the route validates with, and the request of one
+contract documented exactly: what the schema calls valid, the route answers 200, but for the two rules JSON Schema
+cannot state (a tensor's rows equal the values in its data; every tensor has the same rows), which the descriptions
+state and `codec` checks.
 
-Three forms, as `protocols.v2` maps them: one tensor per input named after it (any order), tensors named
-otherwise taken by position, or one 2-D tensor of every input. Each tensor's datatypes are grouped by the values
-they can carry for its input: the contract's type and range intersected with the datatype's (`v2_datatypes`),
-so an INT8 tensor documents -128..127 and an FP tensor for an integer input whole numbers. Validation stays the
-loose `V2Request` (`DocumentedAs`): these types only build the OpenAPI document, on its first request.
+Three forms, as `codec` maps them: one tensor per input named after it (any order), tensors named otherwise taken
+by position, or one 2-D tensor of every input. Each tensor's datatypes are grouped by the values they can carry
+for its input: the contract's type and range intersected with the datatype's (`datatypes`), so an INT8 tensor
+documents -128..127 and an FP tensor for an integer input whole numbers. Validation stays the loose `V2Request`
+(`DocumentedAs`): these types only build the OpenAPI document, on its first request.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
 
 from custom_predictor.contract import Contract, InputSpec
-from custom_predictor.kserve_schemas import (
-    WHOLE_NUMBER,
-    DocumentedAs,
-    MinItems,
-    V2Output,
-    V2Request,
-    V2Tensor,
-    array,
-    one_of,
-    tuple_of,
-    union,
-    with_example,
-)
-from custom_predictor.protocols.v2_datatypes import (
+from custom_predictor.openapi import DocumentedAs, MinItems, array, one_of, tuple_of, union, with_example
+from custom_predictor.protocols.v2.datatypes import (
     DATATYPES,
     INTEGERS,
     METADATA_TYPES,
@@ -37,7 +26,61 @@ from custom_predictor.protocols.v2_datatypes import (
     bounds,
     matrix_datatypes,
 )
-from custom_predictor.protocols.v2_outputs import output_names
+from custom_predictor.schemas import WHOLE_NUMBER
+
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
+]
+
+
+class V2Tensor(BaseModel):
+    """An Open Inference Protocol tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=256)
+    shape: list[Annotated[int, Field(ge=0, le=2**31)]] = Field(min_length=1, max_length=8)
+    datatype: Datatype
+    parameters: dict[str, Any] | None = Field(None, description="`binary_data_size`: its data is binary.")
+    data: list[Any] | None = Field(None, description="The values, flat or nested, row-major (absent when binary).")
+
+
+class V2Output(BaseModel):
+    """A requested output; `parameters.binary_data` asks for it as binary data."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2Request(BaseModel):
+    """Open Inference Protocol (KServe V2) inference request."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    model_name: str | None = Field(None, description="Sent by kserve's InferRequest; the path names the model.")
+    model_version: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor] = Field(min_length=1, max_length=1024)
+    outputs: list[V2Output] | None = None
+
+
+class V2OutTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class V2Response(BaseModel):
+    """Open Inference Protocol (KServe V2) inference response."""
+
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2OutTensor]
+
 
 Key = tuple[Any, ...]
 
@@ -240,3 +283,10 @@ def v2_request_model(contract: Contract, max_rows: int, row: dict[str, Any]) -> 
     )
     out: type[V2Request] = with_example(model, example(contract, row))
     return out
+
+
+def output_names(contract: Contract) -> list[str]:
+    """The outputs a typed model declares (in its metadata too); untyped models declare none."""
+    if not contract.inputs:
+        return []
+    return [o.name for o in contract.outputs] or ["predict"]

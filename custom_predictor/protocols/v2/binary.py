@@ -4,8 +4,8 @@ A binary request or response is a JSON header of `Inference-Header-Content-Lengt
 data of each tensor whose `parameters.binary_data_size` is set, in tensor order: numbers little-endian, BOOL one
 byte each (0 or 1), BYTES each element a 4-byte little-endian length and its bytes. Without the header the whole
 body is JSON, whatever its Content-Type (as Triton and KServe's server read it). Every malformed part is a
-`PredictorError` naming the tensor. Neighbours: `v2_inputs` turns the decoded tensors into rows; the V2 router
-calls `split`/`slices` on requests and `encode`/`join` for binary outputs.
+`PredictorError` naming the tensor. Neighbours: `codec` calls `split`/`slices`/`decode` on requests and
+`encode`/`join` for binary outputs.
 """
 
 from __future__ import annotations
@@ -69,12 +69,14 @@ def slices(tail: bytes, sizes: list[Any]) -> list[bytes | None]:
     return out
 
 
-def decode(raw: bytes, datatype: str, count: int, loc: str) -> Any:
+def decode_data(raw: bytes, datatype: str, count: int, loc: str) -> Any:
     """A tensor's raw data -> a flat numpy array of `count` values (BYTES: of Python `bytes`)."""
     import numpy as np
 
     if datatype == "BYTES":
-        return np.array(_bytes_elements(raw, count, loc) or [], dtype=object)
+        out = np.empty(count, dtype=object)
+        out[:] = _bytes_elements(raw, count, loc)
+        return out
     dtype = np.dtype(NUMPY_TYPES[datatype])
     if len(raw) != count * dtype.itemsize:
         raise invalid(loc, f"{count} {datatype} values are {count * dtype.itemsize} bytes, got {len(raw)}")
@@ -100,8 +102,8 @@ def _bytes_elements(raw: bytes, count: int, loc: str) -> list[bytes]:
     return out
 
 
-def encode(values: list[Any], datatype: str) -> bytes:
-    """Output values (flat, row-major) -> the extension's raw data for `datatype`."""
+def encode_data(values: Any, datatype: str) -> bytes:
+    """Output values (a flat array, row-major) -> the extension's raw data for `datatype`."""
     if datatype == "BYTES":
         parts = []
         for v in values:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import PlainTextResponse, Response
 
+from custom_predictor.dataplane import DataPlane
 from custom_predictor.errors import ErrorBody, json_response
-from custom_predictor.service import PredictionService
 
 
-def router(service: PredictionService) -> APIRouter:
+def router(plane: DataPlane) -> APIRouter:
     api = APIRouter(tags=["health"])
-    runtime, metrics = service.runtime, service.metrics
+    runtime, metrics = plane.runtime, plane.metrics
 
     @api.get("/v2/health/live", operation_id="live", summary="Liveness: the server runs")
     async def live() -> Response:

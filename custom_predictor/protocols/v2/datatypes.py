@@ -4,7 +4,7 @@ JSON tensor data against them.
 Conversions are accepted where they lose nothing: integer datatypes for double inputs (within +-2^53, where
 doubles are exact), floating datatypes for integer inputs when every value is a whole number. A value outside
 its datatype (an INT32 above 2^31, a negative UINT8, an FP16 beyond 65504) is refused, wherever the contract's
-own range would have let it through. Neighbours: `v2` applies the checks to request tensors; `v2_schemas`
+own range would have let it through. Neighbours: `codec` applies the checks to request tensors; `schemas`
 documents the same ranges.
 """
 

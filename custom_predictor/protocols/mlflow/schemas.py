@@ -1,22 +1,57 @@
-"""The documented body of MLflow's `/invocations` for one contract: the four JSON forms and CSV, with examples.
+"""MLflow's scoring protocol's documented bodies: `/invocations` for one contract (the four JSON forms and CSV,
+with examples) and the error body.
 
-Documentation only (the route parses the body itself, `protocols.mlflow_scoring`), built when the OpenAPI document
-is first asked for. The schema is exact or narrower than the route: `dataframe_split` columns are shown in input
+Documentation only (the route parses the body itself, `codec`), built when the OpenAPI document is first asked
+for. The schema is exact or narrower than the route: `dataframe_split` columns are shown in input
 order (any order is taken), and columns the model does not take (ignored by the route, as by pyfunc) are not shown.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, Required
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic import create_model as _create_model
+from typing_extensions import TypedDict
 
 from custom_predictor.contract import Contract
-from custom_predictor.kserve_schemas import array, tuple_of, union
+from custom_predictor.errors import ErrorDetail, documented
+from custom_predictor.openapi import array, tuple_of, union
 from custom_predictor.schemas import Schemas, field_type
 
 create_model: Any = _create_model  # fields given as a dict of (type, default)
+
+
+class MlflowErrorBody(BaseModel):
+    """An error of the MLflow scoring routes, as `mlflow models serve` answers it (plus the field paths)."""
+
+    error_code: str = Field(description="MLflow's code: BAD_REQUEST, INVALID_PARAMETER_VALUE, ...")
+    message: str = Field(description="What is wrong (the input is not echoed).")
+    details: list[ErrorDetail] = Field(default_factory=list, description="Per-field problems, if any.")
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: documented(
+        MlflowErrorBody,
+        {
+            "error_code": "INVALID_PARAMETER_VALUE",
+            "message": "the request does not match the model's contract\ndataframe_split.data[0][1]: Input should be "
+            "a valid number",
+            "details": [
+                {"loc": "dataframe_split.data[0][1]", "msg": "Input should be a valid number", "type": "float_type"}
+            ],
+        },
+        "The input is not valid (MLflow's INVALID_PARAMETER_VALUE or BAD_REQUEST), or the model raised.",
+    ),
+    415: {"description": "Not JSON or CSV (a text/plain message, as MLflow's).", "content": {"text/plain": {}}},
+    503: documented(
+        MlflowErrorBody,
+        {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "the model is still loading", "details": []},
+        "The model is not loaded yet, or its self-test failed.",
+    ),
+}
+"""The MLflow scoring routes' error responses."""
+
 _PARAMS = (dict[str, Any] | None, Field(None, description="Inference params, passed to the model (MLflow's `params`)."))
 
 
@@ -46,15 +81,16 @@ def invocations_type(contract: Contract, schemas: Schemas, max_rows: int) -> Any
         data=(rows, Field(description="One array of values per row, in the order of `columns`.")),
         index=(list[Any] | None, None),
     )
-    columns = create_model(
+    make_typeddict: Any = TypedDict  # functional form: column names need not be identifiers
+    columns = make_typeddict(
         "MlflowColumns",
-        __config__=ConfigDict(title="columns"),
-        __doc__="Input name -> its values, one per row (every list of the same length).",
-        **{
-            s.name: (array(v, 1, max_rows), ... if s.required else None)
+        {
+            s.name: Required[array(v, 1, max_rows)] if s.required else NotRequired[array(v, 1, max_rows) | None]
             for s, v in zip(contract.inputs, values, strict=True)
         },
     )
+    columns.__pydantic_config__ = ConfigDict(title="columns")
+    columns.__doc__ = "Input name -> its values, one per row (every list of the same length)."
     doc = "Rows as records, or as arrays of values in the order " + ", ".join(names) + "."
     return union(
         [
@@ -78,7 +114,7 @@ def examples(contract: Contract, schemas: Schemas, serving_example: Any) -> tupl
     if not row:
         return {"dataframe_split": {"columns": [], "data": [[]]}}, None
     cols = [n for n in contract.input_names if n in row] if schemas.typed else list(row)
-    csv = ",".join(cols) + "\n" + ",".join(_csv(row[c]) for c in cols) + "\n"
+    csv = ",".join(_csv(c) for c in cols) + "\n" + ",".join(_csv(row[c]) for c in cols) + "\n"
     return {"dataframe_split": {"columns": cols, "data": [[row[c] for c in cols]]}}, csv
 
 

@@ -1,4 +1,5 @@
-"""MLflow's scoring protocol, as `mlflow models serve` (3.17) speaks it at `/invocations`, for the contract's rows.
+"""MLflow's scoring protocol's codec, as `mlflow models serve` (3.17) speaks it at `/invocations`: a body -> Columns
+(or, untyped, what MLflow's own parsers make of it), a model's output -> `{"predictions": ...}`.
 
 JSON bodies hold exactly one of `dataframe_split`, `dataframe_records`, `instances`, `inputs` (records, arrays of
 values in input order, or columns), plus optional `params`; CSV bodies have a header row. Columns the model does
@@ -7,7 +8,7 @@ against the contract with the field's path in the message (`dataframe_split.data
 `{"predictions": ...}` with DataFrames as records; errors are MLflow's `{"error_code", "message"}` with its
 statuses (400 for bad input and for a model that raises, 415 for other media types). No pandas here: typed
 models are served without it. An untyped model gets MLflow's own parsers (`untyped_input`), so it sees exactly
-what `mlflow models serve` would give it. Neighbours: the MLflow and KServe V1 routers.
+what `mlflow models serve` would give it. Neighbours: `router`; KServe V1's codec reads untyped `instances` here.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import io
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from custom_predictor import jsonbody
+from custom_predictor.columns import Columns, Locate
 from custom_predictor.contract import Contract
-from custom_predictor.errors import ErrorDetail, PredictorError, documented, json_response
-from custom_predictor.protocols.v1 import Locate
+from custom_predictor.errors import PredictorError, json_response
+from custom_predictor.schemas import Schemas
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 REQUIRED = f"The input must be a JSON dictionary with exactly one of the input fields {set(FORMATS)}"
@@ -39,38 +41,13 @@ _CODES = {
     "model_rejected_input": (400, "BAD_REQUEST"),
     "not_ready": (503, "TEMPORARILY_UNAVAILABLE"),
     "not_found": (404, "RESOURCE_DOES_NOT_EXIST"),
+    "too_large": (413, "BAD_REQUEST"),
+    "timeout": (408, "BAD_REQUEST"),
+    "busy": (503, "TEMPORARILY_UNAVAILABLE"),
+    "unauthenticated": (401, "UNAUTHENTICATED"),
+    "forbidden": (403, "PERMISSION_DENIED"),
+    "auth_unavailable": (503, "TEMPORARILY_UNAVAILABLE"),
 }
-
-
-class MlflowErrorBody(BaseModel):
-    """An error of the MLflow scoring routes, as `mlflow models serve` answers it (plus the field paths)."""
-
-    error_code: str = Field(description="MLflow's code: BAD_REQUEST, INVALID_PARAMETER_VALUE, ...")
-    message: str = Field(description="What is wrong (the input is not echoed).")
-    details: list[ErrorDetail] = Field(default_factory=list, description="Per-field problems, if any.")
-
-
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: documented(
-        MlflowErrorBody,
-        {
-            "error_code": "INVALID_PARAMETER_VALUE",
-            "message": "the request does not match the model's contract\ndataframe_split.data[0][1]: Input should be "
-            "a valid number",
-            "details": [
-                {"loc": "dataframe_split.data[0][1]", "msg": "Input should be a valid number", "type": "float_type"}
-            ],
-        },
-        "The input is not valid (MLflow's INVALID_PARAMETER_VALUE or BAD_REQUEST), or the model raised.",
-    ),
-    415: {"description": "Not JSON or CSV (a text/plain message, as MLflow's).", "content": {"text/plain": {}}},
-    503: documented(
-        MlflowErrorBody,
-        {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "the model is still loading", "details": []},
-        "The model is not loaded yet, or its self-test failed.",
-    ),
-}
-"""The MLflow scoring routes' error responses."""
 
 
 def bad_request(message: str) -> PredictorError:
@@ -90,7 +67,7 @@ def render(e: PredictorError) -> Response:
     message = MODEL_FAILED if e.code in ("model_error", "model_rejected_input") else e.message
     if e.details:
         message += "".join(f"\n{d['loc']}: {d['msg']}" for d in e.details[:10])
-    return json_response({"error_code": code, "message": message, "details": e.details}, status)
+    return json_response({"error_code": code, "message": message, "details": e.details}, status, e.headers)
 
 
 def media_type(content_type: str | None) -> str:
@@ -110,11 +87,35 @@ def media_type(content_type: str | None) -> str:
     return "csv" if mime.lower() == "text/csv" else "json"
 
 
-def split_json(body: bytes) -> tuple[str, Any, dict[str, Any] | None]:
+def decode(schemas: Schemas, kind: str, body: bytes) -> tuple[Any, dict[str, Any] | None]:
+    """A body of media `kind` (json or csv) -> (Columns, params); untyped: (what MLflow makes of it, params)."""
+    if not schemas.typed:
+        return untyped_input(kind, body, schemas.max_values)
+    contract, params = schemas.contract, None
+    if kind == "csv":
+        rows, locate = csv_rows(body, contract, schemas.max_records)
+        where = "csv"
+    else:
+        where, data, params = split_json(body, schemas.max_values)
+        if isinstance(data, dict) and where == "dataframe_split":
+            jsonbody.bound_rows(data.get("data"), f"{where}.data", schemas.max_records, None, 400)
+        elif isinstance(data, dict):  # columns: name -> values
+            for name, values in data.items():
+                jsonbody.bound_rows(values, f"{where}.{name}", schemas.max_records, None, 400)
+        else:
+            jsonbody.bound_rows(data, where, schemas.max_records, None, 400)
+        rows, locate = json_rows(where, data, contract)
+    columns: Columns = schemas.validate_rows(keep_inputs(rows, contract), where, locate, status=400)
+    return columns, params
+
+
+def split_json(body: bytes, max_values: int | None = None) -> tuple[str, Any, dict[str, Any] | None]:
     """A JSON body -> (its format, the data under it, params)."""
     try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        obj = jsonbody.load(body, max_values)
+    except PredictorError as e:
+        if e.code != "invalid_json":
+            raise
         raise bad_request("Invalid input. Ensure that input is a valid JSON formatted string.") from None
     if not isinstance(obj, dict):
         raise bad_request(f"Invalid input. {REQUIRED}. Received {'a list' if isinstance(obj, list) else 'a value'}.")
@@ -194,8 +195,11 @@ def keep_inputs(rows: list[dict[str, Any]], contract: Contract) -> list[dict[str
     return [{k: v for k, v in r.items() if k in known and not (v is None and k in optional)} for r in rows]
 
 
-def csv_rows(body: bytes, contract: Contract) -> tuple[list[dict[str, Any]], Locate]:
-    """A CSV body (header row, then one row per line) -> rows, each cell read as its input's type."""
+def csv_rows(body: bytes, contract: Contract, max_rows: int) -> tuple[list[dict[str, Any]], Locate]:
+    """A CSV body (header row, then one row per line, at most `max_rows`) -> rows, each cell read as its input's
+    type."""
+    if len(body) > max_rows and jsonbody.occurrences(body, "\n") > max_rows + 1:  # quoted breaks: over-counted
+        raise malformed("csv", f"at most {max_rows} rows per request")
     try:
         text = body.decode()
     except UnicodeDecodeError:
@@ -240,7 +244,7 @@ def predictions(raw: Any) -> Response:
     return Response(orjson.dumps({"predictions": raw}, option=option, default=str), media_type="application/json")
 
 
-def untyped_input(kind: str, body: bytes) -> tuple[Any, dict[str, Any] | None]:
+def untyped_input(kind: str, body: bytes, max_values: int | None = None) -> tuple[Any, dict[str, Any] | None]:
     """For a model without signature: MLflow's own parsing of a body (no schema to apply), and its params."""
     from mlflow.pyfunc.scoring_server import parse_csv_input
 
@@ -250,7 +254,7 @@ def untyped_input(kind: str, body: bytes) -> tuple[Any, dict[str, Any] | None]:
         except UnicodeDecodeError:
             raise bad_request("Invalid input. Ensure that input is a valid UTF-8 encoded string.") from None
         return _mlflow_parse(lambda: parse_csv_input(io.StringIO(text))), None
-    fmt, data, params = split_json(body)
+    fmt, data, params = split_json(body, max_values)
     return untyped_data(fmt, data), params
 
 
