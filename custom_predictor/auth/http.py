@@ -77,7 +77,7 @@ class Upstream:
         return await self._call(kind, "POST", url, body)
 
     async def _call(self, kind: str, method: str, url: str, body: dict[str, Any] | None) -> Any:
-        headers = {"Accept": "application/json", **self.headers()}
+        headers = {"Accept": "application/json, application/jwk-set+json", **self.headers()}
         try:
             async with self.client.stream(method, url, json=body, headers=headers) as answer:
                 data = bytearray()

@@ -227,3 +227,29 @@ def test_the_allow_list_grammar() -> None:
     for bad in ("clinicians", "role:x", "serviceaccount:ns", "serviceaccount:NS/x", "apikey:Bad_Id", "user:a b"):
         with pytest.raises(AllowListError):
             AllowList.parse(bad)
+
+
+def test_fuzzed_headers_are_refused_by_a_check_never_by_accident(build: Any, tmp_path: Path) -> None:
+    """Any text in either header (Starlette hands headers over as latin-1 text) ends in a named 401."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from custom_predictor.auth import Refused
+
+    _, line = generate("demo")
+    (tmp_path / "keys").write_text(line + "\n")
+    b = build(auth_modes="apikey", auth_api_keys_file=str(tmp_path / "keys"))
+    latin1 = st.text(st.characters(max_codepoint=255), max_size=200)
+    values = latin1 | latin1.map(lambda t: "Bearer " + t) | latin1.map(lambda t: "sbk_demo_" + t)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(name=st.sampled_from(["authorization", "x-api-key", "Authorization", "X-API-KEY"]), value=values)
+    def check(name: str, value: str) -> None:
+        try:
+            caller = b.check({name: value})
+        except Refused as r:
+            assert r.status == 401 and not r.reason.startswith("unexpected"), r.reason
+        else:
+            raise AssertionError(f"accepted {value!r} as {caller}")
+
+    check()
