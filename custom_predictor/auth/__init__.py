@@ -11,7 +11,7 @@ turns `Refused` into the protocol's error shape (docs/security.md). Modules:
 Settings: the `AUTH_*` fields of `custom_predictor.settings.Settings`.
 """
 
-from custom_predictor.auth.caller import ANONYMOUS, Caller, Refused
+from custom_predictor.auth.caller import ANONYMOUS, AuthConfigError, Caller, Refused
 from custom_predictor.auth.gate import Gate
 
-__all__ = ["ANONYMOUS", "Caller", "Gate", "Refused"]
+__all__ = ["ANONYMOUS", "AuthConfigError", "Caller", "Gate", "Refused"]

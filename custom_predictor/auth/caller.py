@@ -41,6 +41,11 @@ class Refused(Exception):
         return Refused(self.status, self.reason)
 
 
+class AuthConfigError(ValueError):
+    """The auth settings cannot work here (a credential file, a CA bundle, a kubeconfig); says which and why.
+    Raised by `Gate.from_settings`, before serving: the predictor cannot authenticate anyone and must not start."""
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)  # Starlette's Headers are case-insensitive; another mapping is searched
     if value is None:

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from custom_predictor.auth.allow import AllowList
 from custom_predictor.auth.apikeys import KeyFile, looks_like_key
 from custom_predictor.auth.cache import TtlCache
-from custom_predictor.auth.caller import ANONYMOUS, Caller, Refused, credential
+from custom_predictor.auth.caller import ANONYMOUS, AuthConfigError, Caller, Refused, credential
 
 if TYPE_CHECKING:
     from custom_predictor.auth.kube import Reviewer
@@ -105,8 +105,9 @@ class Gate:
     def from_settings(
         cls, settings: Settings, registry: CollectorRegistry, *, clock: Callable[[], float] = time.monotonic
     ) -> Gate:
-        """The gate the settings describe (validated by `Settings`); `kube.KubeConfigError` when the kubernetes
-        mode (or AUTH_OIDC_KUBERNETES_CREDENTIALS) finds no credentials of the predictor's own."""
+        """The gate the settings describe (validated by `Settings`). `AuthConfigError` when they cannot work here:
+        the kubernetes mode (or AUTH_OIDC_KUBERNETES_CREDENTIALS) finds no credentials of the predictor's own, or
+        AUTH_OIDC_CA_FILE is not a CA bundle; the predictor should then exit with that one line."""
         s = settings
         modes = s.auth_mode_set
         metrics = GateMetrics(registry)
@@ -139,7 +140,12 @@ class Gate:
 
                 verify: ssl.SSLContext | bool = True
                 if s.auth_oidc_ca_file:
-                    verify = ssl.create_default_context(cafile=s.auth_oidc_ca_file)
+                    try:
+                        verify = ssl.create_default_context(cafile=s.auth_oidc_ca_file)
+                    except (OSError, ssl.SSLError) as e:
+                        raise AuthConfigError(
+                            f"AUTH_OIDC_CA_FILE {s.auth_oidc_ca_file}: not a CA bundle ({e})"
+                        ) from None
                 elif access is not None and s.auth_oidc_kubernetes_credentials:
                     verify = access.verify
                 own = access if s.auth_oidc_kubernetes_credentials else None

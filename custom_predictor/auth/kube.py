@@ -31,14 +31,14 @@ from typing import Any
 import yaml
 
 from custom_predictor.auth.cache import Outcome, TtlCache, key_of
-from custom_predictor.auth.caller import Caller, Refused
+from custom_predictor.auth.caller import AuthConfigError, Caller, Refused
 from custom_predictor.auth.http import Rejected, Unreachable, Upstream, UpstreamMetrics
 
 TOKEN_REREAD = 60.0
 MAX_GROUPS = 256
 
 
-class KubeConfigError(ValueError):
+class KubeConfigError(AuthConfigError):
     """The predictor's Kubernetes credentials cannot be used; says which file and why."""
 
 

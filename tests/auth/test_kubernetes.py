@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from custom_predictor.auth import Caller, Refused
 from tests.auth.conftest import HOSTILE_HEADERS, PREDICTOR_ACCOUNT, Cluster
@@ -187,13 +188,40 @@ def test_in_a_pod_the_mounted_service_account_is_the_predictors_identity(
     )
 
 
-def test_without_credentials_of_its_own_the_predictor_does_not_start() -> None:
-    from custom_predictor.auth import Gate
-    from custom_predictor.auth.kube import KubeConfigError
-    from tests.auth.conftest import settings
-
-    s = settings(auth_modes="kubernetes", inferenceservice_namespace="ns", inferenceservice_name="m")
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({}, r"no Kubernetes credentials: run it in a pod .* or set KUBECONFIG"),
+        ({"kubeconfig": "/nonexistent/kubeconfig"}, r"/nonexistent/kubeconfig: not a usable kubeconfig"),
+        ({"kubernetes_service_host": "10.0.0.1", "auth_service_account_dir": "/nonexistent"}, "no ServiceAccount"),
+    ],
+)
+def test_without_credentials_of_its_own_the_predictor_does_not_start(fields: dict[str, str], says: str) -> None:
     from prometheus_client import CollectorRegistry
 
-    with pytest.raises(KubeConfigError, match=r"run it in a pod .* or set KUBECONFIG"):
+    from custom_predictor.auth import AuthConfigError, Gate
+    from tests.auth.conftest import settings
+
+    s = settings(auth_modes="kubernetes", inferenceservice_namespace="ns", inferenceservice_name="m", **fields)
+    with pytest.raises(AuthConfigError, match=says):
         Gate.from_settings(s, CollectorRegistry())
+
+
+def test_an_unusable_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
+    from custom_predictor.auth.kube import KubeAccess, KubeConfigError
+
+    cases = {
+        "exec": {"exec": {"command": "aws"}},
+        "plain http elsewhere": None,
+    }
+    for name, user in cases.items():
+        doc = {
+            "current-context": "x",
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "clusters": [{"name": "c", "cluster": {"server": "http://10.0.0.1:6443" if user is None else "https://k"}}],
+            "users": [{"name": "u", "user": user or {"token": "t"}}],
+        }
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(KubeConfigError, match="exec and auth-provider" if user else "must be an https:// URL"):
+            KubeAccess.from_kubeconfig(str(path))

@@ -373,3 +373,21 @@ def test_fuzzed_tokens_under_the_issuers_kid_are_refused_by_a_check_never_by_acc
             raise AssertionError(f"accepted a forged token as {caller}")
 
     check()
+
+
+def test_an_unusable_ca_file_stops_the_predictor_before_serving(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from custom_predictor.auth import AuthConfigError, Gate
+    from tests.auth.conftest import settings as predictor_settings
+
+    (tmp_path / "ca.crt").write_text("not a certificate")
+    for path in (tmp_path / "ca.crt", tmp_path / "missing.crt"):
+        s = predictor_settings(
+            auth_modes="oidc",
+            auth_oidc_issuer="https://idp.example.org",
+            auth_oidc_audience=AUDIENCE,
+            auth_oidc_ca_file=str(path),
+        )
+        with pytest.raises(AuthConfigError, match="AUTH_OIDC_CA_FILE"):
+            Gate.from_settings(s, CollectorRegistry())
