@@ -1,6 +1,7 @@
 """Per-model serving overrides from MLflow tags (`serving.*`), validated, with where each value came from.
 
-Pure. Model owners steer scaling, resources, image, extra env and canary traffic from MLflow: a tag on
+Pure. Model owners steer scaling, resources, image, extra env, canary traffic and who may call the model
+(`serving.auth`, `serving.auth.allow`: `auth`) from MLflow: a tag on
 the registered model applies to every version, a tag on the served version wins over it. Every value
 is checked (type, range, Kubernetes quantity syntax, the CRD's enums, allow-lists) and held to the
 cluster-wide caps in the settings; the first bad tag raises `OverrideError` naming the tag and the
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from adapter import auth
 from adapter.settings import AdapterSettings
 
 PREFIX = "serving."
@@ -57,10 +59,11 @@ def quantity(text: str) -> Decimal:
 
 @dataclass(frozen=True)
 class Field:
-    path: tuple[str, ...]  # where in spec.predictor (container fields start with "container")
+    path: tuple[str, ...]  # where in spec.predictor (container fields start with "container"); () with `env`
     parse: Callable[[str, AdapterSettings], Any]
     rule: str
     help: str = ""  # what it does and its range, for people (`mlflow deployments help -t kserve`)
+    env: str = ""  # set by render (`auth.apply`) as this predictor env var, not by `apply` at `path`
 
 
 def _int(lo: int, hi: Callable[[AdapterSettings], int] | None = None) -> Callable[[str, AdapterSettings], int]:
@@ -92,6 +95,14 @@ def _qty(cap: Callable[[AdapterSettings], str]) -> Callable[[str, AdapterSetting
         return text.strip()
 
     return parse
+
+
+def _auth_modes(text: str, s: AdapterSettings) -> str:
+    return auth.parse_modes(text, auth.offered(s), s.predictor_auth_allow_anonymous)
+
+
+def _auth_allow(text: str, _: AdapterSettings) -> str:
+    return auth.parse_allow(text)
 
 
 def _image(text: str, s: AdapterSettings) -> str:
@@ -160,6 +171,22 @@ FIELDS: dict[str, Field] = {
         _image,
         "allow-list",
         "another predictor image (skips the choice): one of PREDICTOR_IMAGES, PREDICTOR_IMAGE, SERVING_IMAGE_ALLOWLIST",
+    ),
+    "auth": Field(
+        (),
+        _auth_modes,
+        "modes",
+        "who may call it: a comma list of oidc, kubernetes, apikey (those PREDICTOR_AUTH_MODES_ALLOWED offers), or"
+        " none where PREDICTOR_AUTH_ALLOW_ANONYMOUS; default PREDICTOR_AUTH",
+        env="AUTH_MODES",
+    ),
+    "auth.allow": Field(
+        (),
+        _auth_allow,
+        "allow-list",
+        "who of them (oidc, apikey): comma list of group:<name>, user:<subject>, serviceaccount:<ns>/<name or *>,"
+        " apikey:<id>; default: anyone authenticated",
+        env="AUTH_ALLOW",
     ),
 }
 ENV_HELP = "extra env for the predictor; <NAME> in SERVING_ENV_ALLOWLIST, at most 1024 characters"
@@ -251,6 +278,8 @@ def apply(doc: dict[str, Any], overrides: Overrides, container_name: str) -> Non
             continue
         if key == "canary_percent" and value == 100:
             continue  # 100 means promoted: no canary field at all
+        if FIELDS[key].env:
+            continue  # render sets it (auth.apply), within the platform's rules
         path = FIELDS[key].path
         node: dict[str, Any] = container if path[0] == "container" else predictor
         keys = path[1:] if path[0] == "container" else path
@@ -282,14 +311,15 @@ def effective(doc: dict[str, Any], overrides: Overrides, container_name: str) ->
     predictor = doc["spec"]["predictor"]
     container = next(c for c in predictor["containers"] if c.get("name") == container_name)
     rows = []
+    env = {e.get("name"): e.get("value") for e in container.get("env") or []}
     for key, spec in FIELDS.items():
-        node: Any = container if spec.path[0] == "container" else predictor
-        for k in spec.path[1:] if spec.path[0] == "container" else spec.path:
+        node: Any = env.get(spec.env) if spec.env else container if spec.path[0] == "container" else predictor
+        for k in () if spec.env else spec.path[1:] if spec.path[0] == "container" else spec.path:
             node = node.get(k) if isinstance(node, dict) else None
         if node is None and key != "canary_percent":
             continue
         value = "100 (no canary)" if node is None else str(node)
-        default = "PREDICTOR_IMAGE" if key == "image" else "template"
+        default = "PREDICTOR_IMAGE" if key == "image" else "PREDICTOR_AUTH" if spec.env else "template"
         rows.append((key, value, overrides.sources.get(key, default)))
     for key in sorted(k for k in overrides.values if k.startswith("env.")):
         rows.append((key, str(overrides.values[key]), overrides.sources[key]))

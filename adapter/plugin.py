@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -364,13 +365,20 @@ class KServeDeploymentClient(BaseDeploymentClient):
             answer = requests.post(
                 f"{d['url']}/invocations",
                 data=_payload(inputs),
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **credentials(self.settings)},
                 timeout=self.settings.k8s_request_timeout_seconds * 2,
             )
         except requests.RequestException as e:
             raise PluginError(
                 f"the predictor at {d['url']} did not answer ({type(e).__name__})", INTERNAL_ERROR
             ) from None
+        if answer.status_code in (401, 403):
+            given = "the credential given was refused" if credentials(self.settings) else "no credential was given"
+            raise PluginError(
+                f"the predictor answered {answer.status_code}: {given}; set PREDICTOR_TOKEN_FILE, PREDICTOR_TOKEN or"
+                " PREDICTOR_API_KEY (docs/security.md)",
+                INVALID_PARAMETER_VALUE,
+            )
         if answer.status_code != 200:
             try:
                 said = str(answer.json().get("message") or answer.text)
@@ -384,6 +392,18 @@ class KServeDeploymentClient(BaseDeploymentClient):
         raise PluginError(
             "explain is not supported by the kserve target: its predictor serves predictions only", NOT_IMPLEMENTED
         )
+
+
+def credentials(settings: AdapterSettings) -> dict[str, str]:
+    """The Authorization header `predict` sends: PREDICTOR_TOKEN_FILE (read now: projected tokens rotate), else
+    PREDICTOR_TOKEN, else PREDICTOR_API_KEY; none when unset."""
+    secret = settings.predictor_token.get_secret_value() or settings.predictor_api_key.get_secret_value()
+    if settings.predictor_token_file:
+        try:
+            secret = Path(settings.predictor_token_file).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PluginError(f"PREDICTOR_TOKEN_FILE {settings.predictor_token_file}: cannot read it ({e})") from None
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
 
 
 def _payload(inputs: Any) -> str:
@@ -430,10 +450,11 @@ Settings given to create or update stay for later updates; canary_percent applie
 
   mlflow deployments create -t kserve:/team-a --name risk -m models:/Risk/3 -C min_replicas=1
   mlflow deployments get -t kserve:/team-a --name risk
-  mlflow deployments predict -t kserve:/team-a --name risk -I rows.json
+  PREDICTOR_API_KEY=sbk_... mlflow deployments predict -t kserve:/team-a --name risk -I rows.json
   mlflow deployments update -t kserve:/team-a --name risk -m models:/Risk/4 -C canary_percent=20
   mlflow deployments delete -t kserve:/team-a --name risk
 
+predict sends PREDICTOR_TOKEN_FILE's or PREDICTOR_TOKEN's bearer token, or PREDICTOR_API_KEY (docs/security.md).
 Services the registry adapter manages are never changed or deleted from here, and the adapter leaves these alone.
 """
 

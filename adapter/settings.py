@@ -77,6 +77,59 @@ class AdapterSettings(BaseSettings):
         "LOG_LEVEL,KERNELS,VERIFY_KERNEL,REQUIREMENTS_CHECK",
         description="Env names a `serving.env.<NAME>` tag may set.",
     )
+    # Who may call the predictors (adapter/auth.py, docs/security.md): the platform's defaults and limits.
+    predictor_auth: str = Field(
+        "",
+        description="Auth modes of every model unless its serving.auth tag says otherwise: a comma list of oidc,"
+        " kubernetes, apikey, or none (only with PREDICTOR_AUTH_ALLOW_ANONYMOUS); empty: kubernetes on a cluster,"
+        " apikey with DEPLOY_TARGET=local.",
+    )
+    predictor_auth_modes_allowed: str = Field(
+        "oidc,kubernetes,apikey",
+        description="Modes a serving.auth tag may choose (oidc only with PREDICTOR_AUTH_OIDC_ISSUER).",
+    )
+    predictor_auth_allow_anonymous: bool = Field(
+        False, description="Whether a model may serve without authentication (serving.auth=none)."
+    )
+    predictor_auth_oidc_issuer: str = Field("", description="OIDC issuer of the oidc mode (exactly as in `iss`).")
+    predictor_auth_oidc_audience: str = Field("", description="Audiences the oidc mode accepts (comma list).")
+    predictor_auth_oidc_ca_file: str = Field(
+        "", description="CA bundle of the issuer, a path inside the predictor pod; empty: the image's."
+    )
+    predictor_auth_oidc_subject_claim: str = Field("sub", description="Claim naming the caller (e.g. email, upn).")
+    predictor_auth_oidc_groups_claim: str = Field("groups", description="Claim listing the caller's groups.")
+    predictor_auth_oidc_kubernetes_credentials: bool = Field(
+        False,
+        description="The issuer is this cluster's API server: predictors read its discovery and keys with their"
+        " ServiceAccount (PREDICTOR_SERVICE_ACCOUNT).",
+    )
+    predictor_auth_kubernetes_audiences: str = Field(
+        "", description="Audiences the kubernetes mode's TokenReview asks for (comma list); empty: the API server's."
+    )
+    predictor_auth_api_keys_secret: str = Field(
+        "{name}-api-keys",
+        description="The Secret holding a model's API keys file (key `keys`), `{name}` its InferenceService's name;"
+        " mounted read-only and optional, never read by the adapter.",
+    )
+    predictor_auth_api_keys_file: str = Field(
+        "",
+        description="Local predictors (DEPLOY_TARGET=local, run-local): the API keys file they read instead of a"
+        " mounted Secret; empty: <SERVICE_BUILDER_STATE_DIR>/api-keys locally.",
+    )
+    predictor_auth_cache_seconds: float = Field(
+        60.0, ge=0, le=3600, description="How long a predictor reuses a verified token or a review's answer."
+    )
+    predictor_auth_guard_docs: bool = Field(False, description="Predictors also guard their Swagger page and spec.")
+    predictor_auth_guard_metrics: bool = Field(False, description="Predictors also guard /metrics.")
+    predictor_service_account: str = Field(
+        "service-builder-predictor",
+        description="ServiceAccount of predictors whose mode calls the Kubernetes API (deploy/base grants it create"
+        " on tokenreviews and subjectaccessreviews, nothing else).",
+    )
+    # How `mlflow deployments predict -t kserve` authenticates to a protected predictor (first one set wins).
+    predictor_token_file: str = Field("", description="predict: a file holding a bearer token (re-read each call).")
+    predictor_token: SecretStr = Field(SecretStr(""), description="predict: a bearer token (OIDC or Kubernetes).")
+    predictor_api_key: SecretStr = Field(SecretStr(""), description="predict: an API key (sbk_...).")
     field_manager: str = Field("service-builder", description="Server-side apply field manager.")
     # Kubernetes access: K8S_API + K8S_API_KEY override in-cluster and kubeconfig.
     k8s_api: str = Field("", description="API server URL (with K8S_API_KEY).")
@@ -181,6 +234,35 @@ class AdapterSettings(BaseSettings):
         if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", v) or len(v) > 253:
             raise ValueError("LEADER_ELECTION_LEASE_NAME must be a DNS-1123 subdomain")
         return v
+
+    @model_validator(mode="after")
+    def _auth(self) -> AdapterSettings:
+        from adapter import auth
+
+        allowed = {w.strip().lower() for w in self.predictor_auth_modes_allowed.split(",") if w.strip()}
+        if not allowed <= set(auth.MODES):
+            raise ValueError(f"PREDICTOR_AUTH_MODES_ALLOWED: a comma list of {', '.join(auth.MODES)}")
+        configured = set(auth.MODES) if self.predictor_auth_oidc_issuer else set(auth.MODES) - {"oidc"}
+        try:
+            auth.parse_modes(auth.default_modes(self), configured, self.predictor_auth_allow_anonymous)
+        except ValueError as e:
+            raise ValueError(f"PREDICTOR_AUTH: {e}") from None
+        issuer = self.predictor_auth_oidc_issuer
+        if issuer and not re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", issuer):
+            raise ValueError("PREDICTOR_AUTH_OIDC_ISSUER must be an https:// URL")
+        if issuer and not self.predictor_auth_oidc_audience.strip(","):
+            raise ValueError("PREDICTOR_AUTH_OIDC_ISSUER needs PREDICTOR_AUTH_OIDC_AUDIENCE")
+        secret = self.predictor_auth_api_keys_secret.replace("{name}", "x")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,200}[a-z0-9])?", secret):
+            raise ValueError("PREDICTOR_AUTH_API_KEYS_SECRET: a Secret name, {name} standing for the model's")
+        if self.predictor_service_account and not _DNS_LABEL.match(self.predictor_service_account):
+            raise ValueError("PREDICTOR_SERVICE_ACCOUNT must be a ServiceAccount name")
+        return self
+
+    @property
+    def local_api_keys_file(self) -> str:
+        """The API keys file of local predictors (PREDICTOR_AUTH_API_KEYS_FILE or <state dir>/api-keys)."""
+        return self.predictor_auth_api_keys_file or str((self.service_builder_state_dir / "api-keys").resolve())
 
     @model_validator(mode="after")
     def _election_timing(self) -> AdapterSettings:

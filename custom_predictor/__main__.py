@@ -42,6 +42,7 @@ def main() -> int:
     started = time.perf_counter()
     from pydantic import ValidationError
 
+    from custom_predictor.auth import AuthConfigError
     from custom_predictor.contract import ContractError
     from custom_predictor.settings import Settings
     from custom_predictor.source import SourceError, TransientSourceError
@@ -73,6 +74,9 @@ def main() -> int:
         app = create_app(settings, source)
     except ContractError as e:
         report(f"custom_predictor: invalid contract: {e}", where)
+        return PERMANENT
+    except AuthConfigError as e:
+        report(f"custom_predictor: invalid settings: {e}", where)
         return PERMANENT
     except TransientSourceError as e:
         report(f"custom_predictor: MLflow unreachable: {e}", where)

@@ -19,9 +19,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 from starlette.responses import Response
 
 from custom_predictor import access, docs, errors, health, limits
+from custom_predictor.auth import Gate
 from custom_predictor.backends.declared import declared_inputs
 from custom_predictor.calls import Call, Calls
 from custom_predictor.contract import (
@@ -112,7 +114,7 @@ def _serving_example(source: ModelSource) -> Any:
         return None
 
 
-def _lifespan(plane: DataPlane) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+def _lifespan(plane: DataPlane, gate: Gate) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     runtime, metrics = plane.runtime, plane.metrics
 
     @contextlib.asynccontextmanager
@@ -127,7 +129,9 @@ def _lifespan(plane: DataPlane) -> Callable[[FastAPI], contextlib.AbstractAsyncC
 
         thread = threading.Thread(target=load, name="model-load", daemon=True)
         thread.start()
+        await gate.start()
         yield
+        await gate.close()
         runtime.close()
         plane.close()
         await asyncio.to_thread(thread.join, 30)
@@ -160,6 +164,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     )
     metrics = Metrics()
     metrics.record_environment(runtime.findings)
+    gate = Gate.from_settings(settings, metrics.registry)
     memory = settings.memory_budget_bytes or int(
         settings.memory_budget_share * (limits.container_memory() or limits.physical_memory())
     )
@@ -181,25 +186,30 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         description=_description(source, contract, runtime.flavor, runtime.notes),
         docs_url=None,
         redoc_url=None,
-        lifespan=_lifespan(plane),
+        lifespan=_lifespan(plane, gate),
+        openapi_url=None,
         default_response_class=Response,
     )
     app.state.runtime, app.state.contract, app.state.service_path, app.state.source = runtime, contract, path, source
     app.state.plane = plane
     errors.install(app)
     bodies = Bodies()
-    caller = access.caller(None)
+    caller = access.caller(gate if gate.modes else None)
+    guard_docs = [caller] if gate.guards_docs else []
     docs.mount_assets(app, path)
     routers = [
-        docs.router(path, source.name),
+        docs.router(app, path, source.name, guard_docs),
         typed.router(plane, schemas, bodies, caller),
         v1.router(plane, schemas, bodies, caller),
         v2.router(plane, schemas, bodies, caller),
         mlflow.router(plane, schemas, bodies, caller, _serving_example(source)),
-        health.router(plane),
+        health.router(plane, [caller] if gate.guards_metrics else []),
     ]
     for router in routers:
         app.include_router(router)
+    schemes, requirement = gate.openapi()
+    gated = {getattr(r, "operation_id", None) for r in iter_route_contexts(app.routes) if access.guarded(r)}
+    bodies.secure(schemes, requirement, {g for g in gated if g})
     bodies.install(app)
     on_done = _access_log if settings.access_log else None
     routes = [r for router in routers for r in router.routes]

@@ -4,16 +4,23 @@ predictor itself, so it works in air-gapped clusters). The OpenAPI document's re
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, JSONResponse
 
 
-def router(path: str, title: str) -> APIRouter:
-    """The Swagger page at `/<path>/api/` (and `/docs`) and its static assets."""
-    api = APIRouter(include_in_schema=False)
+def router(app: FastAPI, path: str, title: str, guard: list[Any]) -> APIRouter:
+    """The Swagger page at `/<path>/api/` (and `/docs`) and `/openapi.json`, each behind `guard` (the caller
+    dependency when the settings protect the docs, else nothing: they hold no data)."""
+    api = APIRouter(include_in_schema=False, dependencies=guard)
+
+    def document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    api.add_api_route("/openapi.json", document, methods=["GET"])
 
     def swagger() -> HTMLResponse:
         return get_swagger_ui_html(

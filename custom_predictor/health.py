@@ -3,6 +3,8 @@ and self-tested; the pod's readiness probe), `/metrics` (Prometheus)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from starlette.responses import PlainTextResponse, Response
 
@@ -10,7 +12,9 @@ from custom_predictor.dataplane import DataPlane
 from custom_predictor.errors import ErrorBody, json_response
 
 
-def router(plane: DataPlane) -> APIRouter:
+def router(plane: DataPlane, guard: list[Any]) -> APIRouter:
+    """The probes (never guarded: they say nothing beyond the model's name and state) and /metrics (behind
+    `guard` when the settings protect it)."""
     api = APIRouter(tags=["health"])
     runtime, metrics = plane.runtime, plane.metrics
 
@@ -33,7 +37,13 @@ def router(plane: DataPlane) -> APIRouter:
     async def healthz() -> Response:
         return await ready()
 
-    @api.get("/metrics", operation_id="metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    @api.get(
+        "/metrics",
+        operation_id="metrics",
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        dependencies=guard,
+    )
     async def metrics_route() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

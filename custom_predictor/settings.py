@@ -106,6 +106,72 @@ class Settings(BaseSettings):
         description="How long to keep retrying an unreachable or failing MLflow (5xx, 429, timeouts) with"
         " backoff before giving up; under the template's liveness window (6 x 10 s).",
     )
+    # Who may call the data routes (custom_predictor/auth, docs/security.md). The adapter renders these.
+    auth_modes: str = Field(
+        "none",
+        description="How callers authenticate: a comma list of oidc (bearer JWTs of AUTH_OIDC_ISSUER), kubernetes"
+        " (bearer tokens checked with a TokenReview, authorized with a SubjectAccessReview for get on this"
+        " InferenceService) and apikey (keys hashed in AUTH_API_KEYS_FILE); or none (every caller is anonymous).",
+    )
+    auth_allow: str = Field(
+        "",
+        description="Who may call once authenticated (oidc and apikey; kubernetes lets RBAC decide): a comma list"
+        " of group:<name>, user:<subject>, serviceaccount:<namespace>/<name or *>, apikey:<id>; empty: anyone"
+        " authenticated.",
+    )
+    auth_guard_docs: bool = Field(
+        False, description="Also require a credential for the Swagger page and openapi.json (they hold no data)."
+    )
+    auth_guard_metrics: bool = Field(False, description="Also require a credential for /metrics.")
+    auth_cache_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="How long a verified token (oidc) or a review's answer (kubernetes) is reused; 0: never.",
+    )
+    auth_cache_size: int = Field(10_000, ge=1, description="Most credentials kept in that cache (least recent go).")
+    auth_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="Longest wait for the OIDC issuer or the Kubernetes API server."
+    )
+    auth_oidc_issuer: str = Field(
+        "", description="OIDC issuer URL, exactly as in the tokens' `iss` (discovery and JWKS are read from it)."
+    )
+    auth_oidc_audience: str = Field("", description="Audiences accepted in the tokens' `aud` (comma list).")
+    auth_oidc_ca_file: str = Field("", description="CA bundle for the issuer's TLS certificate; empty: the system's.")
+    auth_oidc_subject_claim: str = Field("sub", description="The claim naming the caller (e.g. email, upn).")
+    auth_oidc_groups_claim: str = Field("groups", description="The claim listing the caller's groups.")
+    auth_oidc_leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
+    auth_oidc_kubernetes_credentials: bool = Field(
+        False,
+        description="Send the predictor's own Kubernetes credentials with discovery and JWKS requests: only for the"
+        " Kubernetes API server as issuer (its discovery needs system:service-account-issuer-discovery, which"
+        " Kubernetes grants every ServiceAccount).",
+    )
+    auth_oidc_jwks_refresh_seconds: float = Field(
+        300.0, gt=0, description="Re-read the issuer's keys this often (in the background)."
+    )
+    auth_oidc_jwks_min_interval_seconds: float = Field(
+        10.0, ge=0, description="A token with an unknown key id re-reads the keys at most this often."
+    )
+    auth_kubernetes_audiences: str = Field(
+        "",
+        description="Audiences the TokenReview asks for (comma list); empty: the API server's own. Set one (e.g."
+        " the InferenceService's name) so that tokens sent here are of no use against the API server.",
+    )
+    auth_api_keys_file: str = Field(
+        "",
+        description="The API keys file (lines `<id> sha256:<hex>`, `python -m custom_predictor.auth keygen`),"
+        " re-read when it changes: a mounted Kubernetes Secret rotates without a redeploy.",
+    )
+    kubeconfig: str = Field(
+        "", description="Kubeconfig with the predictor's own credentials (kubernetes mode outside a pod)."
+    )
+    kubernetes_service_host: str = Field("", description="Set by Kubernetes in every pod: the API server's host.")
+    kubernetes_service_port: int = Field(443, ge=1, le=65535, description="Set by Kubernetes: the API server's port.")
+    auth_service_account_dir: str = Field(
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        description="Where the pod's ServiceAccount token and CA are mounted (in a pod, kubernetes mode).",
+    )
     termination_message_path: str = Field(
         "",
         description="A file to write a permanent failure's one-line reason to as well (the template sets"
@@ -119,6 +185,57 @@ class Settings(BaseSettings):
         if self.service_path is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", self.service_path):
             raise ValueError("SERVICE_PATH must be lowercase letters, digits and '-', e.g. breast-cancer-risk")
         return self
+
+    @model_validator(mode="after")
+    def _auth(self) -> Settings:
+        from custom_predictor.auth.allow import AllowList, AllowListError
+
+        modes = self.auth_mode_set
+        if not modes:
+            if self.auth_allow.strip():
+                raise ValueError("AUTH_ALLOW needs AUTH_MODES other than none")
+            return self
+        if "oidc" in modes:
+            issuer = self.auth_oidc_issuer
+            if not re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", issuer) and not re.fullmatch(
+                r"http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?(/[^\s?#]*)?", issuer
+            ):
+                raise ValueError("AUTH_MODES oidc needs AUTH_OIDC_ISSUER, an https:// URL (http:// only on loopback)")
+            if not self.oidc_audiences:
+                raise ValueError("AUTH_MODES oidc needs AUTH_OIDC_AUDIENCE, the audience tokens must be issued for")
+        if "kubernetes" in modes and not (self.inferenceservice_namespace and self.inferenceservice_name):
+            raise ValueError(
+                "AUTH_MODES kubernetes needs INFERENCESERVICE_NAMESPACE and INFERENCESERVICE_NAME (what callers need"
+                " `get` on)"
+            )
+        if "apikey" in modes and not self.auth_api_keys_file:
+            raise ValueError("AUTH_MODES apikey needs AUTH_API_KEYS_FILE")
+        try:
+            AllowList.parse(self.auth_allow)
+        except AllowListError as e:
+            raise ValueError(f"AUTH_ALLOW: {e}") from None
+        return self
+
+    @property
+    def auth_mode_set(self) -> frozenset[str]:
+        """AUTH_MODES as a set (empty for none); ValueError names a mode that does not exist."""
+        words = {w.strip().lower() for w in self.auth_modes.split(",") if w.strip()}
+        if words == {"none"}:
+            return frozenset()
+        unknown = sorted(words - {"oidc", "kubernetes", "apikey"})
+        if unknown or not words:
+            raise ValueError(
+                f"AUTH_MODES {self.auth_modes[:80]!r}: a comma list of oidc, kubernetes, apikey; or none alone"
+            )
+        return frozenset(words)
+
+    @property
+    def oidc_audiences(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.auth_oidc_audience.split(",") if a.strip())
+
+    @property
+    def kubernetes_audiences(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.auth_kubernetes_audiences.split(",") if a.strip())
 
     @property
     def resolved_uri(self) -> str:
