@@ -1,10 +1,11 @@
 """Per-model serving overrides from MLflow tags (`serving.*`), validated, with where each value came from.
 
-Pure. Model owners steer scaling, resources, image, extra env and canary traffic from MLflow: a tag on
-the registered model applies to every version, a tag on the served version wins over it. Every value
-is checked (type, range, Kubernetes quantity syntax, the CRD's enums, allow-lists) and held to the
-cluster-wide caps in the settings; the first bad tag raises `OverrideError` naming the tag and the
-rule, and then nothing is applied for that model. Defaults are the template's values.
+Pure. Model owners steer scaling, resources, image, extra env, canary traffic and the inference log
+(`serving.log`, `serving.log.sample`) from MLflow: a tag on the registered model applies to every version, a
+tag on the served version wins over it. Every value is checked (type, range, Kubernetes quantity syntax, the
+CRD's enums, allow-lists) and held to the cluster-wide caps in the settings; the first bad tag raises
+`OverrideError` naming the tag and the rule, and then nothing is applied for that model. Defaults are the
+template's values (the inference log's: the platform's INFERENCE_LOG_MODE and INFERENCE_LOG_SAMPLE).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def quantity(text: str) -> Decimal:
 
 @dataclass(frozen=True)
 class Field:
-    path: tuple[str, ...]  # where in spec.predictor (container fields start with "container")
+    # Where in spec.predictor: container fields start with "container"; ("container", "env", NAME) is an env value.
+    path: tuple[str, ...]
     parse: Callable[[str, AdapterSettings], Any]
     rule: str
     help: str = ""  # what it does and its range, for people (`mlflow deployments help -t kserve`)
@@ -98,6 +100,27 @@ def _image(text: str, s: AdapterSettings) -> str:
     if text.strip() not in s.allowed_images:
         raise ValueError("is not in PREDICTOR_IMAGES or SERVING_IMAGE_ALLOWLIST")
     return text.strip()
+
+
+def _log_mode(text: str, s: AdapterSettings) -> str:
+    value = text.strip()
+    if value not in ("off", "metadata", "full"):
+        raise ValueError("must be one of off, metadata, full")
+    if value not in s.inference_log_allowed_modes:
+        raise ValueError(f"is not allowed here (INFERENCE_LOG_MODES_ALLOWED: {s.inference_log_modes_allowed})")
+    return value
+
+
+def _log_sample(text: str, s: AdapterSettings) -> str:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("must be a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise ValueError("must be between 0 and 1")
+    if value > s.inference_log_sample_cap:
+        raise ValueError(f"exceeds the cluster cap of {s.inference_log_sample_cap}")
+    return str(value)
 
 
 _QTY_CPU, _QTY_MEM = "a quantity (500m, 2)", "a quantity (512Mi, 2Gi)"
@@ -161,7 +184,21 @@ FIELDS: dict[str, Field] = {
         "allow-list",
         "another predictor image (skips the choice): one of PREDICTOR_IMAGES, PREDICTOR_IMAGE, SERVING_IMAGE_ALLOWLIST",
     ),
+    # The inference log (docs/inference-log.md): container env the predictor reads; defaults are the platform's.
+    "log": Field(
+        ("container", "env", "INFERENCE_LOG_MODE"),
+        _log_mode,
+        "enum",
+        "inference log: off, metadata (every call, no bodies) or full (bodies too); within INFERENCE_LOG_MODES_ALLOWED",
+    ),
+    "log.sample": Field(
+        ("container", "env", "INFERENCE_LOG_SAMPLE"),
+        _log_sample,
+        "0..cap",
+        "under log=full, the share of calls whose bodies are kept. 0 .. INFERENCE_LOG_SAMPLE_CAP",
+    ),
 }
+_DEFAULT_SOURCE = {"image": "PREDICTOR_IMAGE", "log": "INFERENCE_LOG_MODE", "log.sample": "INFERENCE_LOG_SAMPLE"}
 ENV_HELP = "extra env for the predictor; <NAME> in SERVING_ENV_ALLOWLIST, at most 1024 characters"
 
 
@@ -252,6 +289,10 @@ def apply(doc: dict[str, Any], overrides: Overrides, container_name: str) -> Non
         if key == "canary_percent" and value == 100:
             continue  # 100 means promoted: no canary field at all
         path = FIELDS[key].path
+        if path[:2] == ("container", "env"):
+            env = container.setdefault("env", [])
+            env[:] = [e for e in env if e.get("name") != path[2]] + [{"name": path[2], "value": str(value)}]
+            continue
         node: dict[str, Any] = container if path[0] == "container" else predictor
         keys = path[1:] if path[0] == "container" else path
         for k in keys[:-1]:
@@ -284,13 +325,15 @@ def effective(doc: dict[str, Any], overrides: Overrides, container_name: str) ->
     rows = []
     for key, spec in FIELDS.items():
         node: Any = container if spec.path[0] == "container" else predictor
-        for k in spec.path[1:] if spec.path[0] == "container" else spec.path:
-            node = node.get(k) if isinstance(node, dict) else None
+        if spec.path[:2] == ("container", "env"):
+            node = next((e.get("value") for e in container.get("env") or [] if e.get("name") == spec.path[2]), None)
+        else:
+            for k in spec.path[1:] if spec.path[0] == "container" else spec.path:
+                node = node.get(k) if isinstance(node, dict) else None
         if node is None and key != "canary_percent":
             continue
         value = "100 (no canary)" if node is None else str(node)
-        default = "PREDICTOR_IMAGE" if key == "image" else "template"
-        rows.append((key, value, overrides.sources.get(key, default)))
+        rows.append((key, value, overrides.sources.get(key, _DEFAULT_SOURCE.get(key, "template"))))
     for key in sorted(k for k in overrides.values if k.startswith("env.")):
         rows.append((key, str(overrides.values[key]), overrides.sources[key]))
     return rows
