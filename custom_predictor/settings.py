@@ -95,6 +95,9 @@ class Settings(BaseSettings):
         " to INFERENCE_LOG_CLOUDEVENTS_URL), table (Parquet files at INFERENCE_LOG_TABLE_URI).",
     )
     inference_log_cloudevents_url: str = Field("", description="HTTP(S) URL the cloudevents sink posts to.")
+    inference_log_cloudevents_concurrency: int = Field(
+        8, ge=1, le=64, description="Events the cloudevents sink has in flight at once (one connection each)."
+    )
     inference_log_table_uri: str = Field(
         "", description="Where the table sink writes: s3://bucket/prefix, or a local directory (path or file://)."
     )

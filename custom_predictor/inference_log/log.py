@@ -38,7 +38,13 @@ def build_sinks(settings: Settings) -> list[Sink]:
         elif name == "cloudevents":
             from custom_predictor.inference_log.sinks.cloudevents import CloudEventsSink
 
-            out.append(CloudEventsSink(settings.inference_log_cloudevents_url, settings.inference_log_timeout_seconds))
+            out.append(
+                CloudEventsSink(
+                    settings.inference_log_cloudevents_url,
+                    settings.inference_log_timeout_seconds,
+                    settings.inference_log_cloudevents_concurrency,
+                )
+            )
         elif name == "table":
             from custom_predictor.inference_log.sinks.table import LocalStore, S3Store, TableSink
 

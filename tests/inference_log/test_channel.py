@@ -130,7 +130,7 @@ def test_stop_flushes_the_queue_and_the_open_batch():
 
 
 def test_stop_gives_up_on_a_sink_still_down_at_the_deadline():
-    sink = FakeSink(failures=down(10**6))
+    sink = FakeSink(failures=down(1000))  # more than 0.3 s of 0.01 s retries can use
     channel, _, _, metric = make(sink, batch_rows=2, batch_seconds=3600.0, clock=None, backoff=(0.01,))
     channel.start()
     for i in range(5):

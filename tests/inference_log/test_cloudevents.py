@@ -1,11 +1,15 @@
 """The CloudEvents sink against a receiver built on the CloudEvents SDK: KServe's logger format (two binary-mode
-events per call sharing ce-id, KServe's extensions), ours as extensions, retries that resume, refusals."""
+events per call sharing ce-id, KServe's extensions), ours as extensions, the HTTP binding's header encoding (the
+SDK's own encoder as the reference), retries that resume, concurrency, refusals."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 import pytest
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent, from_http
 from prometheus_client import CollectorRegistry
 
 from custom_predictor.inference_log import InferenceLog
@@ -13,9 +17,16 @@ from custom_predictor.inference_log.channel import Channel
 from custom_predictor.inference_log.metrics import LogMetrics
 from custom_predictor.inference_log.policy import Policy
 from custom_predictor.inference_log.sinks.base import Batch, SinkError
-from custom_predictor.inference_log.sinks.cloudevents import REQUEST_TYPE, RESPONSE_TYPE, CloudEventsSink
+from custom_predictor.inference_log.sinks.cloudevents import REQUEST_TYPE, RESPONSE_TYPE, CloudEventsSink, events
 from tests.inference_log.fakes import FakeClock, record
 from tests.inference_log.receiver import cloudevents_receiver
+
+
+def pair(receiver) -> tuple[CloudEvent, CloudEvent]:
+    """The request and the response event (sent concurrently: in either order)."""
+    (request,) = [e for e in receiver.events if e["type"] == REQUEST_TYPE]
+    (response,) = [e for e in receiver.events if e["type"] == RESPONSE_TYPE]
+    return request, response
 
 
 @pytest.fixture
@@ -43,7 +54,7 @@ def test_each_call_is_two_events_in_kserves_logger_format(receiver):
     )
     sink = CloudEventsSink(receiver.url)
     sink.write(Batch([rec]))
-    request, response = receiver.events
+    request, response = pair(receiver)
     assert request["type"] == REQUEST_TYPE == "org.kubeflow.serving.inference.request"
     assert response["type"] == RESPONSE_TYPE == "org.kubeflow.serving.inference.response"
     assert request["id"] == response["id"] == "7f0c-req", "one ce-id joins the pair, as KServe's logger does"
@@ -60,36 +71,59 @@ def test_each_call_is_two_events_in_kserves_logger_format(receiver):
     arrived = datetime.fromisoformat(request["time"])
     answered = datetime.fromisoformat(response["time"])
     assert arrived == rec.time and (answered - arrived).total_seconds() == pytest.approx(0.0125)
-    assert receiver.bodies[0] == b'{"inputs": {"radius": [17.9, 11.2]}}', "binary mode: the body is the payload"
+    assert sorted(receiver.bodies) == [b'{"inputs": {"radius": [17.9, 11.2]}}', b'{"outputs": [0, 1]}'], "binary mode"
 
 
 def test_metadata_records_send_events_without_a_body(receiver):
     CloudEventsSink(receiver.url).write(Batch([record(2, status=422, error="invalid_input")]))
-    request, response = receiver.events
+    request, response = pair(receiver)
     assert request.data in (None, b"") and receiver.bodies == [b"", b""]
     assert "datacontenttype" not in request.get_attributes()
     assert response["status"] == "422" and response["error"] == "invalid_input"
     assert request["source"] == "/local/breast-cancer", "locally: no namespace, the model names the source"
 
 
+def channel_for(sink: CloudEventsSink, registry: CollectorRegistry, clock: FakeClock) -> Channel:
+    options = {"max_records": 10, "max_bytes": 10**6, "batch_rows": 10, "batch_seconds": 1}
+    return Channel(sink, LogMetrics(registry), clock=clock, **options)
+
+
 def test_a_retry_resumes_after_the_last_accepted_event(receiver):
     receiver.answers = [202, 202, 202, 503, 503]  # the broker fails on the 2nd record's response event
-    registry = CollectorRegistry()
-    clock = FakeClock()
-    channel = Channel(
-        CloudEventsSink(receiver.url),
-        LogMetrics(registry),
-        max_records=10,
-        max_bytes=10**6,
-        batch_rows=10,
-        batch_seconds=1,
-        clock=clock,
-    )
+    registry, clock = CollectorRegistry(), FakeClock()
+    channel = channel_for(CloudEventsSink(receiver.url, concurrency=1), registry, clock)
     assert channel.deliver(Batch([record(i) for i in range(3)]))
     assert clock.sleeps == [0.2, 0.5] and receiver.refused == 2
     sent = [(e["id"], e["type"].rsplit(".", 1)[1]) for e in receiver.events]
     assert sent == [(f"req-{i}", kind) for i in range(3) for kind in ("request", "response")], "none twice"
     assert registry.get_sample_value("predictor_inference_log_written_total", {"sink": "cloudevents"}) == 3
+
+
+def test_concurrent_sends_deliver_every_event_once_through_failures(receiver):
+    receiver.answers = [202] * 7 + [503, 202, 202, 503] + [202] * 5 + [500]
+    registry, clock = CollectorRegistry(), FakeClock()
+    channel = channel_for(CloudEventsSink(receiver.url, concurrency=4), registry, clock)
+    assert channel.deliver(Batch([record(i) for i in range(10)]))
+    sent = sorted((e["id"], e["type"]) for e in receiver.events)
+    assert sent == sorted((f"req-{i}", t) for i in range(10) for t in (REQUEST_TYPE, RESPONSE_TYPE))
+    assert receiver.refused == 3 and len(clock.sleeps) >= 1
+
+
+def test_headers_are_the_ones_the_sdk_writes_for_the_same_event():
+    rec = record(5, subject="bob", request='{"a": 1}', response="[2]", error="none")
+    for headers, body in events(rec):
+        parsed = from_http(headers, body, data_unmarshaller=lambda b: b)
+        reference = CloudEvent(parsed.get_attributes(), parsed.data)
+        sdk_headers, sdk_body = to_binary(reference, data_marshaller=lambda d: d)
+        assert {k.lower(): v for k, v in sdk_headers.items()} == headers and sdk_body == body
+
+
+def test_non_ascii_values_are_percent_encoded_utf8():
+    headers, _ = events(record(1, model_name="risk modèl", subject='"ann"%'))[0]
+    assert headers["ce-modelname"] == "risk%20mod%C3%A8l" and unquote(headers["ce-modelname"]) == "risk modèl"
+    assert headers["ce-caller"] == "%22ann%22%25"
+    assert all(v.isascii() for v in headers.values())
+    assert events(record(1, request_id="id 5"))[0][0]["ce-id"] == "id%205", "a space too (HTTP binding 3.1.3.2)"
 
 
 def test_a_refusal_is_not_retried(receiver):

@@ -1,7 +1,7 @@
 """The sink interface: `write(batch)` delivers a batch or raises `SinkError`, retryable or not.
 
 A `Batch` keeps its id across retries (a table sink names its files by it, so a retry replaces, never repeats)
-and `done`, how far a sink that delivers piece by piece already got (a retry resumes there).
+and `sent`, the pieces a sink that delivers piece by piece already delivered (a retry sends only the others).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class SinkError(Exception):
 class Batch:
     records: list[Record]
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    done: int = 0  # how far a sink that delivers piece by piece got, in its own unit (a retry resumes there)
+    sent: set[int] = field(default_factory=set)  # pieces a sink that delivers piece by piece delivered already
     delivered: int = 0  # records delivered before a refusal (they count as written, the rest as failed)
 
 

@@ -10,20 +10,26 @@ letters and digits): `modelname`, `modelversion`, `protocol`, `route`, `status`,
 `samplingfraction`, `truncated`, `error`. `time` is when the request arrived (request event) and when the
 answer left (response event).
 
-Events go one by one on a kept-alive connection; `Batch.done` counts the events delivered, so a retry resumes
-after the last one the receiver accepted instead of sending it again. 2xx is delivered; 408, 429, 5xx and network
-errors are retried; any other answer is a refusal (the records count as failed).
+Binary mode is the CloudEvents HTTP binding's (spec 1.0, section 3.1): each attribute a `ce-<name>` header, its
+value percent-encoded where it holds a space, `"`, `%` or a character outside printable ASCII; `datacontenttype`
+is `Content-Type`. The headers are built here (a few microseconds; the SDK's objects cost a hundred times
+more per event on the writer thread); the tests parse them with the CloudEvents SDK.
+
+Events go out `concurrency` at a time on kept-alive connections; `Batch.sent` holds the events delivered, so a
+retry sends only the others. The first failure stops further sends of the batch. 2xx is delivered; 408, 425,
+429, 5xx and network errors are retried; any other answer is a refusal (the records count as failed).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import urllib3
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent
 
 from custom_predictor.inference_log.record import Record
 from custom_predictor.inference_log.sinks.base import Batch, SinkError
@@ -31,14 +37,27 @@ from custom_predictor.inference_log.sinks.base import Batch, SinkError
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 _RETRYABLE = {408, 425, 429}
+# Printable ASCII but space, '"' and '%' stay as they are in a header value (HTTP binding 3.1.3.2).
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+
+Event = tuple[dict[str, str], bytes]
+_SKIPPED = SinkError("not sent: an earlier event of the batch failed")
 
 
-def _text(value: Any) -> str:
-    return "true" if value is True else "false" if value is False else str(value)
+_PLAIN = re.compile(r"[!#-$&-~]*")  # what needs no encoding: printable ASCII but '"' and '%' (and space)
 
 
-def events(record: Record) -> list[CloudEvent]:
-    """The request and the response event of one record."""
+def _value(value: Any) -> str:
+    text = "true" if value is True else "false" if value is False else str(value)
+    return text if _PLAIN.fullmatch(text) else quote(text, safe=_SAFE)
+
+
+def _time(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def events(record: Record) -> list[Event]:
+    """The request and the response event of one record: (headers, body)."""
     if record.namespace and record.inferenceservice:
         source = f"/{quote(record.namespace, safe='')}/{quote(record.inferenceservice, safe='')}"
     else:
@@ -64,47 +83,63 @@ def events(record: Record) -> list[CloudEvent]:
         "truncated": record.truncated,
         "error": record.error,
     }
-    extensions = {k: _text(v) for k, v in ours.items() if v is not None}
+    common = {"ce-specversion": "1.0", "ce-id": _value(record.request_id), "ce-source": _value(source)}
+    common.update({f"ce-{k}": _value(v) for k, v in ours.items() if v is not None})
     out = []
     for kind, when, body in (
         (REQUEST_TYPE, arrived, record.request),
         (RESPONSE_TYPE, arrived + timedelta(milliseconds=record.latency_ms), record.response),
     ):
-        attributes = {
-            "id": record.request_id,
-            "source": source,
-            "type": kind,
-            "time": when.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            **extensions,
-        }
+        headers = {**common, "ce-type": kind, "ce-time": _time(when)}
         if body is not None:
-            attributes["datacontenttype"] = "application/json"
-        out.append(CloudEvent(attributes, body.encode("utf-8", "surrogatepass") if body is not None else None))
+            headers["content-type"] = "application/json"
+        out.append((headers, body.encode("utf-8", "surrogatepass") if body is not None else b""))
     return out
 
 
 class CloudEventsSink:
     name = "cloudevents"
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, concurrency: int = 8) -> None:
         self.url = url
         parts = urlsplit(url)
         self.where = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))  # no userinfo
-        self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=1)
+        self._http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=concurrency, block=True
+        )
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inference-log-cloudevents")
+
+    def _send(self, event: Event, stop: threading.Event) -> SinkError | None:
+        """Post one event; the error, or None when delivered (or skipped after another send failed)."""
+        if stop.is_set():
+            return _SKIPPED
+        headers, body = event
+        try:
+            answer = self._http.request("POST", self.url, body=body, headers=headers)
+        except urllib3.exceptions.HTTPError as e:
+            stop.set()
+            return SinkError(f"cloudevents {self.where}: {e.__class__.__name__}")
+        if answer.status >= 300:
+            stop.set()
+            retryable = answer.status >= 500 or answer.status in _RETRYABLE
+            return SinkError(f"cloudevents {self.where}: HTTP {answer.status}", retryable=retryable)
+        return None
 
     def write(self, batch: Batch) -> None:
-        pending = [e for r in batch.records for e in events(r)]
-        for event in pending[batch.done :]:
-            headers, body = to_binary(event, data_marshaller=lambda data: data)
-            try:
-                answer = self._http.request("POST", self.url, body=body, headers=headers)
-            except urllib3.exceptions.HTTPError as e:
-                raise SinkError(f"cloudevents {self.where}: {e.__class__.__name__}") from None
-            if answer.status >= 300:
-                retryable = answer.status >= 500 or answer.status in _RETRYABLE
-                raise SinkError(f"cloudevents {self.where}: HTTP {answer.status}", retryable=retryable)
-            batch.done += 1
-            batch.delivered = batch.done // 2
+        pending = [(i, e) for i, e in enumerate(ev for r in batch.records for ev in events(r)) if i not in batch.sent]
+        stop = threading.Event()
+        errors = []
+        for (i, _), error in zip(pending, self._pool.map(lambda p: self._send(p[1], stop), pending), strict=True):
+            if error is None:
+                batch.sent.add(i)
+            elif error is not _SKIPPED:
+                errors.append(error)
+        batch.delivered = sum(1 for n in range(len(batch.records)) if {2 * n, 2 * n + 1} <= batch.sent)
+        if errors:
+            raise next((e for e in errors if not e.retryable), errors[0])
+        if len(batch.sent) < 2 * len(batch.records):  # skipped after a failure the pool already reported
+            raise SinkError(f"cloudevents {self.where}: not every event was sent")
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self._http.clear()
