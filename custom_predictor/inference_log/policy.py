@@ -32,17 +32,17 @@ class Policy:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"sample must be between 0 and 1, not {sample}")
-        if not key:
+        if not key and mode == "full":
             # Without the platform's key the values are still hidden, but hashes differ between processes.
             log.warning(
                 "INFERENCE_LOG_HASH_KEY is not set: sensitive values are hashed with a key of this process only,"
                 " so their hashes cannot be joined across predictors or restarts"
             )
-            key = secrets.token_bytes(32)
         self.mode: Mode = mode
         self.sample = sample
         self.max_body_chars = max_body_chars
-        self._key = key
+        self._key = key or secrets.token_bytes(32)
+        # From the configured key only: without one, sampling is still the same in every process.
         self._sample_key = hashlib.sha256(b"inference-log sampling\x00" + key).digest()
         # Sampling below this 64-bit threshold keeps bodies; sample 1.0 keeps every call.
         self._threshold = int(sample * _SCALE)

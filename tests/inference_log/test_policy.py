@@ -76,6 +76,15 @@ def test_without_a_key_values_are_still_hidden_with_a_warning(caplog: pytest.Log
     assert "INFERENCE_LOG_HASH_KEY is not set" in caplog.text
     assert p.redact({"mrn": ["secret"]}, {"mrn"})["mrn"][0].startswith(HASH_PREFIX)
     assert Policy("full", 1.0, b"", 100).hash_value("secret") != p.hash_value("secret")
+    ids = [f"id{i}" for i in range(500)]
+    without = [Policy("full", 0.5, b"", 100).keep_bodies(i) for i in ids]
+    assert without == [Policy("full", 0.5, b"", 100).keep_bodies(i) for i in ids], "sampling stays deterministic"
+
+
+def test_no_warning_when_no_body_is_logged(caplog: pytest.LogCaptureFixture):
+    with caplog.at_level(logging.WARNING, "custom_predictor.inference_log"):
+        Policy("metadata", 1.0, b"", 100)
+    assert caplog.text == ""
 
 
 def test_bodies_over_the_cap_are_cut_and_flagged():
