@@ -3,9 +3,10 @@ Parquet write latency of a batch, and memory while the sink is down.
 
 1. `put`: nanoseconds per call with the writer threads running (stdout sink to /dev/null; table sink in a local
    directory, with 1 KB bodies under `full`). Goal: median under 10 us.
-2. Sustained writer throughput per sink (records/s from the first put to the end of the flush, 1000-row batches):
-   stdout (to /dev/null), the table in a local directory, the table on S3 (SeaweedFS, tests/objectstore), and
-   CloudEvents to a receiver built on the CloudEvents SDK (two HTTP posts per record).
+2. Sustained writer throughput per sink (records/s from the first put to the end of the flush, 1000-row batches)
+   and this process's CPU per record (puts included): stdout (to /dev/null), the table in a local directory, the
+   table on S3 (SeaweedFS, tests/objectstore), and CloudEvents to the tests' receiver built on the CloudEvents SDK
+   in a process of its own (two HTTP posts per record; the Python receiver is the slower side).
 3. Parquet write latency of one 1000-row batch (metadata only, and with 1 KB bodies), local and S3: p50 and p99.
 4. Sink down: the S3 server stopped while records are put at 2000/s for 60 s (BENCH_QUICK=1: 10 s); RSS when
    the queue is full and at the end, and records dropped against what the queue bound says. Goals: RSS growth
@@ -17,11 +18,14 @@ Loopback only; bounded in count and time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,7 +38,6 @@ from custom_predictor.inference_log.sinks.base import Batch, Sink
 from custom_predictor.inference_log.sinks.cloudevents import CloudEventsSink
 from custom_predictor.inference_log.sinks.stdout import StdoutSink
 from custom_predictor.inference_log.sinks.table import LocalStore, S3Store, TableSink
-from tests.inference_log.receiver import cloudevents_receiver
 from tests.objectstore.server import ACCESS_KEY, SECRET_KEY, S3Server, seaweedfs
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -107,7 +110,7 @@ def bench_put(devnull, tmp: Path) -> list[str]:
 
 
 def bench_throughput(devnull, tmp: Path, s3: S3Server, ce_url: str) -> list[str]:
-    lines = ["", "| sink | records | seconds | records/s |", "|---|---|---|---|"]
+    lines = ["", "| sink | records | seconds | records/s | writer CPU us/record |", "|---|---|---|---|---|"]
     n = 20_000 if QUICK else 100_000
     sinks: list[tuple[str, Callable[[], Sink], int]] = [
         ("stdout (/dev/null)", lambda: StdoutSink(devnull), n),
@@ -119,15 +122,15 @@ def bench_throughput(devnull, tmp: Path, s3: S3Server, ce_url: str) -> list[str]
         log, registry = make(factory())
         log.channels[0].start()
         records = [record(i) for i in range(count)]
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for r in records:
             log.put(r)
         log.close(600)
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
         sink = log.channels[0].sink.name
         written = registry.get_sample_value("predictor_inference_log_written_total", {"sink": sink})
         assert written == count, f"{label}: {written} of {count} written"
-        lines.append(f"| {label} | {count} | {seconds:.2f} | {count / seconds:,.0f} |")
+        lines.append(f"| {label} | {count} | {seconds:.2f} | {count / seconds:,.0f} | {cpu / count * 1e6:.0f} |")
     return lines
 
 
@@ -194,13 +197,26 @@ def bench_sink_down(s3: S3Server) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def receiver_process() -> Iterator[str]:
+    """The tests' CloudEvents SDK receiver in a process of its own (not competing for this one's GIL)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.inference_log.receiver"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.communicate("", timeout=30)
+
+
 def main() -> list[str]:
     with tempfile.TemporaryDirectory() as tmp_name, open(os.devnull, "wb") as devnull:
         tmp = Path(tmp_name)
-        with seaweedfs(tmp / "seaweedfs") as s3, cloudevents_receiver() as receiver:
+        with seaweedfs(tmp / "seaweedfs") as s3, receiver_process() as url:
             lines = ["## Inference log", ""]
             lines += bench_put(devnull, tmp)
-            lines += bench_throughput(devnull, tmp, s3, receiver.url)
+            lines += bench_throughput(devnull, tmp, s3, url)
             lines += bench_parquet_latency(tmp, s3)
             lines += bench_sink_down(s3)
     print("\n".join(lines))

@@ -21,6 +21,7 @@ class Receiver:
     url: str
     events: list[CloudEvent] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
+    authorization: list[str] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
     refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -41,6 +42,7 @@ def cloudevents_receiver() -> Iterator[Receiver]:
                     headers: dict[str, Any] = {k.lower(): v for k, v in self.headers.items()}
                     receiver.events.append(from_http(headers, body, data_unmarshaller=lambda b: b))
                     receiver.bodies.append(body)
+                    receiver.authorization.append(self.headers.get("Authorization", ""))
                 else:
                     receiver.refused += 1
             self.send_response(status)
@@ -60,3 +62,18 @@ def cloudevents_receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def main() -> None:
+    """`python -m tests.inference_log.receiver`: serve in a process of its own (benchmarks), print the URL, run
+    until stdin closes."""
+    import sys
+
+    with cloudevents_receiver() as receiver:
+        print(receiver.url, flush=True)
+        sys.stdin.read()
+        print(len(receiver.events), flush=True)
+
+
+if __name__ == "__main__":
+    main()

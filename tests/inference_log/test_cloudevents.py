@@ -126,6 +126,15 @@ def test_non_ascii_values_are_percent_encoded_utf8():
     assert events(record(1, request_id="id 5"))[0][0]["ce-id"] == "id%205", "a space too (HTTP binding 3.1.3.2)"
 
 
+def test_credentials_in_the_url_become_basic_auth_and_stay_out_of_where(receiver):
+    url = receiver.url.replace("http://", "http://logger:p%40ss@")
+    sink = CloudEventsSink(url)
+    sink.write(Batch([record()]))
+    assert receiver.authorization == ["Basic bG9nZ2VyOnBAc3M="] * 2  # logger:p@ss
+    assert "p%40ss" not in sink.where and "logger" not in sink.where
+    sink.close()
+
+
 def test_a_refusal_is_not_retried(receiver):
     receiver.answers = [400]
     with pytest.raises(SinkError) as e:

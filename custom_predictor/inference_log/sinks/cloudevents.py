@@ -22,14 +22,15 @@ retry sends only the others. The first failure stops further sends of the batch.
 
 from __future__ import annotations
 
+import base64
+import http.client
+import queue
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
-
-import urllib3
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from custom_predictor.inference_log.record import Record
 from custom_predictor.inference_log.sinks.base import Batch, SinkError
@@ -97,6 +98,58 @@ def events(record: Record) -> list[Event]:
     return out
 
 
+class _Connections:
+    """Kept-alive HTTP(S) connections to one URL (http.client: half the CPU of a general client per post), at
+    most one per sending thread; a kept connection the server has closed meanwhile is replaced once, at once."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host, self.port, self.timeout = parts.hostname or "", parts.port, timeout
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.auth: dict[str, str] = {}
+        if parts.username is not None:
+            user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self.auth = {"authorization": "Basic " + base64.b64encode(user_pass).decode()}
+        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue()
+
+    def _new(self) -> http.client.HTTPConnection:
+        if self.https:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def post(self, headers: dict[str, str], body: bytes) -> int:
+        """The answer's status; OSError or http.client.HTTPException when there is none."""
+        try:
+            conn, reused = self._idle.get_nowait(), True
+        except queue.Empty:
+            conn, reused = self._new(), False
+        try:
+            conn.request("POST", self.path, body=body, headers={**headers, **self.auth})
+            answer = conn.getresponse()
+            answer.read()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            conn.close()
+            if not reused:
+                raise
+            return self.post(headers, body)  # the server closed the idle connection: once more on a new one
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            raise
+        if answer.will_close:
+            conn.close()
+        else:
+            self._idle.put(conn)
+        return answer.status
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
 class CloudEventsSink:
     name = "cloudevents"
 
@@ -104,25 +157,22 @@ class CloudEventsSink:
         self.url = url
         parts = urlsplit(url)
         self.where = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))  # no userinfo
-        self._http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=concurrency, block=True
-        )
+        self._connections = _Connections(url, timeout)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inference-log-cloudevents")
 
     def _send(self, event: Event, stop: threading.Event) -> SinkError | None:
-        """Post one event; the error, or None when delivered (or skipped after another send failed)."""
+        """Post one event; the error, or None when delivered (or `_SKIPPED` after another send failed)."""
         if stop.is_set():
             return _SKIPPED
-        headers, body = event
         try:
-            answer = self._http.request("POST", self.url, body=body, headers=headers)
-        except urllib3.exceptions.HTTPError as e:
+            status = self._connections.post(*event)
+        except (OSError, http.client.HTTPException) as e:
             stop.set()
             return SinkError(f"cloudevents {self.where}: {e.__class__.__name__}")
-        if answer.status >= 300:
+        if status >= 300:
             stop.set()
-            retryable = answer.status >= 500 or answer.status in _RETRYABLE
-            return SinkError(f"cloudevents {self.where}: HTTP {answer.status}", retryable=retryable)
+            retryable = status >= 500 or status in _RETRYABLE
+            return SinkError(f"cloudevents {self.where}: HTTP {status}", retryable=retryable)
         return None
 
     def write(self, batch: Batch) -> None:
@@ -142,4 +192,4 @@ class CloudEventsSink:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._http.clear()
+        self._connections.close()
