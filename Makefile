@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt adapter/requirements.txt
 
 install: $(VENV)/.installed ## Make .venv with runtime and dev dependencies (torch: once per machine, cached)
 
-controlplane: install ## Build etcd, kube-apiserver, kubectl and the KServe manager from the Go module proxy (cached outside the repo)
+controlplane: install ## Build etcd, kube-apiserver, kubectl, the KServe manager and SeaweedFS (S3) from the Go module proxy (cached outside the repo)
 	$(PY) -m tests.controlplane.build
+	$(PY) -m tests.objectstore.build
 
 test: install controlplane ## Run the whole test suite
 	$(VENV)/bin/pytest

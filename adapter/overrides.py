@@ -1,11 +1,12 @@
 """Per-model serving overrides from MLflow tags (`serving.*`), validated, with where each value came from.
 
-Pure. Model owners steer scaling, resources, image, extra env, canary traffic and who may call the model
-(`serving.auth`, `serving.auth.allow`: `auth`) from MLflow: a tag on
-the registered model applies to every version, a tag on the served version wins over it. Every value
-is checked (type, range, Kubernetes quantity syntax, the CRD's enums, allow-lists) and held to the
-cluster-wide caps in the settings; the first bad tag raises `OverrideError` naming the tag and the
-rule, and then nothing is applied for that model. Defaults are the template's values.
+Pure. Model owners steer scaling, resources, image, extra env, canary traffic, who may call the model
+(`serving.auth`, `serving.auth.allow`) and the inference log (`serving.log`, `serving.log.sample`) from MLflow: a
+tag on the registered model applies to every version, a tag on the served version wins over it. Every value is
+checked (type, range, Kubernetes quantity syntax, the CRD's enums, allow-lists) and held to the cluster-wide caps
+in the settings; the first bad tag raises `OverrideError` naming the tag and the rule, and then nothing is
+applied for that model. Defaults are the template's values (auth's: PREDICTOR_AUTH; the inference log's: the
+platform's INFERENCE_LOG_MODE and INFERENCE_LOG_SAMPLE).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def quantity(text: str) -> Decimal:
 
 @dataclass(frozen=True)
 class Field:
-    path: tuple[str, ...]  # where in spec.predictor (container fields start with "container"); () with `env`
+    # Where in spec.predictor: container fields start with "container"; ("container", "env", NAME) is an env value;
+    # () with `env`.
+    path: tuple[str, ...]
     parse: Callable[[str, AdapterSettings], Any]
     rule: str
     help: str = ""  # what it does and its range, for people (`mlflow deployments help -t kserve`)
@@ -109,6 +112,27 @@ def _image(text: str, s: AdapterSettings) -> str:
     if text.strip() not in s.allowed_images:
         raise ValueError("is not in PREDICTOR_IMAGES or SERVING_IMAGE_ALLOWLIST")
     return text.strip()
+
+
+def _log_mode(text: str, s: AdapterSettings) -> str:
+    value = text.strip()
+    if value not in ("off", "metadata", "full"):
+        raise ValueError("must be one of off, metadata, full")
+    if value not in s.inference_log_allowed_modes:
+        raise ValueError(f"is not allowed here (INFERENCE_LOG_MODES_ALLOWED: {s.inference_log_modes_allowed})")
+    return value
+
+
+def _log_sample(text: str, s: AdapterSettings) -> str:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("must be a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise ValueError("must be between 0 and 1")
+    if value > s.inference_log_sample_cap:
+        raise ValueError(f"exceeds the cluster cap of {s.inference_log_sample_cap}")
+    return str(value)
 
 
 _QTY_CPU, _QTY_MEM = "a quantity (500m, 2)", "a quantity (512Mi, 2Gi)"
@@ -188,6 +212,26 @@ FIELDS: dict[str, Field] = {
         " apikey:<id>; default: anyone authenticated",
         env="AUTH_ALLOW",
     ),
+    # The inference log (docs/inference-log.md): container env the predictor reads; defaults are the platform's.
+    "log": Field(
+        ("container", "env", "INFERENCE_LOG_MODE"),
+        _log_mode,
+        "enum",
+        "inference log: off, metadata (every call, no bodies) or full (bodies too); within INFERENCE_LOG_MODES_ALLOWED",
+    ),
+    "log.sample": Field(
+        ("container", "env", "INFERENCE_LOG_SAMPLE"),
+        _log_sample,
+        "0..cap",
+        "under log=full, the share of calls whose bodies are kept. 0 .. INFERENCE_LOG_SAMPLE_CAP",
+    ),
+}
+_DEFAULT_SOURCE = {
+    "image": "PREDICTOR_IMAGE",
+    "log": "INFERENCE_LOG_MODE",
+    "log.sample": "INFERENCE_LOG_SAMPLE",
+    "auth": "PREDICTOR_AUTH",
+    "auth.allow": "PREDICTOR_AUTH",
 }
 ENV_HELP = "extra env for the predictor; <NAME> in SERVING_ENV_ALLOWLIST, at most 1024 characters"
 
@@ -281,6 +325,10 @@ def apply(doc: dict[str, Any], overrides: Overrides, container_name: str) -> Non
         if FIELDS[key].env:
             continue  # render sets it (auth.apply), within the platform's rules
         path = FIELDS[key].path
+        if path[:2] == ("container", "env"):
+            env = container.setdefault("env", [])
+            env[:] = [e for e in env if e.get("name") != path[2]] + [{"name": path[2], "value": str(value)}]
+            continue
         node: dict[str, Any] = container if path[0] == "container" else predictor
         keys = path[1:] if path[0] == "container" else path
         for k in keys[:-1]:
@@ -313,13 +361,14 @@ def effective(doc: dict[str, Any], overrides: Overrides, container_name: str) ->
     rows = []
     env = {e.get("name"): e.get("value") for e in container.get("env") or []}
     for key, spec in FIELDS.items():
-        node: Any = env.get(spec.env) if spec.env else container if spec.path[0] == "container" else predictor
-        for k in () if spec.env else spec.path[1:] if spec.path[0] == "container" else spec.path:
+        name = spec.env or (spec.path[2] if spec.path[:2] == ("container", "env") else "")
+        node: Any = env.get(name) if name else container if spec.path[0] == "container" else predictor
+        for k in () if name else spec.path[1:] if spec.path[0] == "container" else spec.path:
             node = node.get(k) if isinstance(node, dict) else None
         if node is None and key != "canary_percent":
             continue
         value = "100 (no canary)" if node is None else str(node)
-        default = "PREDICTOR_IMAGE" if key == "image" else "PREDICTOR_AUTH" if spec.env else "template"
+        default = _DEFAULT_SOURCE.get(key, "PREDICTOR_AUTH" if spec.env else "template")
         rows.append((key, value, overrides.sources.get(key, default)))
     for key in sorted(k for k in overrides.values if k.startswith("env.")):
         rows.append((key, str(overrides.values[key]), overrides.sources[key]))

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from adapter import auth, naming
+from adapter import auth, inference_log, naming
 from adapter.overrides import Overrides
 from adapter.overrides import apply as apply_overrides
 from adapter.settings import AdapterSettings
@@ -128,6 +128,8 @@ def render(
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             ref = {"name": settings.predictor_secret_name, "key": key, "optional": True}
             _set_env(env, key, valueFrom={"secretKeyRef": ref})
+    for entry in inference_log.env(settings):  # platform defaults; `serving.log*` tags override below
+        _set_env(env, entry["name"], entry.get("value"), **{k: v for k, v in entry.items() if k == "valueFrom"})
     if overrides is not None:
         apply_overrides(doc, overrides, CONTAINER)
     values = overrides.values if overrides is not None else {}

@@ -131,6 +131,43 @@ class AdapterSettings(BaseSettings):
     predictor_token: SecretStr = Field(SecretStr(""), description="predict: a bearer token (OIDC or Kubernetes).")
     predictor_api_key: SecretStr = Field(SecretStr(""), description="predict: an API key (sbk_...).")
     field_manager: str = Field("service-builder", description="Server-side apply field manager.")
+    # The predictors' inference log (docs/inference-log.md): platform defaults and limits of the `serving.log` and
+    # `serving.log.sample` tags, and the sinks every predictor writes to (credentials by Secret reference only).
+    inference_log_mode: Literal["off", "metadata", "full"] = Field(
+        "metadata", description="Default of `serving.log`: off, metadata (every call, no bodies) or full (bodies)."
+    )
+    inference_log_sample: float = Field(
+        1.0, ge=0.0, le=1.0, description="Default of `serving.log.sample`: share of calls whose bodies `full` keeps."
+    )
+    inference_log_modes_allowed: str = Field(
+        "off,metadata,full", description="Values a `serving.log` tag may choose (comma list), e.g. metadata,full."
+    )
+    inference_log_sample_cap: float = Field(
+        1.0, ge=0.0, le=1.0, description="Highest `serving.log.sample` a tag may ask for."
+    )
+    inference_log_sinks: str = Field(
+        "",
+        description="Where predictors send records (comma list of stdout, cloudevents, table); empty: stdout, or"
+        " table with DEPLOY_TARGET=local.",
+    )
+    inference_log_cloudevents_url: str = Field(
+        "", description="URL of the CloudEvents sink (a Knative broker, a KServe-logger consumer)."
+    )
+    inference_log_table_uri: str = Field(
+        "",
+        description="Where the inference table goes: s3://bucket/prefix or an absolute path; empty with"
+        " DEPLOY_TARGET=local: <SERVICE_BUILDER_STATE_DIR>/inference-log.",
+    )
+    inference_log_s3_endpoint_url: str = Field(
+        "", description="S3 endpoint of the inference table; empty: MLFLOW_S3_ENDPOINT_URL."
+    )
+    inference_log_s3_region: str = Field("", description="Region of the inference table's bucket.")
+    inference_log_secret_name: str = Field(
+        "",
+        description="Secret the predictors read INFERENCE_LOG_HASH_KEY (the redaction key) and"
+        " INFERENCE_LOG_S3_ACCESS_KEY_ID / INFERENCE_LOG_S3_SECRET_ACCESS_KEY from, by reference; empty: none"
+        " (hashes then differ per pod; S3 credentials from the AWS SDK's chain, e.g. PREDICTOR_SECRET_NAME's).",
+    )
     # Kubernetes access: K8S_API + K8S_API_KEY override in-cluster and kubeconfig.
     k8s_api: str = Field("", description="API server URL (with K8S_API_KEY).")
     k8s_api_key: SecretStr = Field(SecretStr(""), description="Bearer token for K8S_API.")
@@ -180,6 +217,49 @@ class AdapterSettings(BaseSettings):
         except CatalogError as e:
             raise ValueError(str(e)) from None
         return self
+
+    @model_validator(mode="after")
+    def _inference_log(self) -> AdapterSettings:
+        allowed = self.inference_log_allowed_modes
+        if not allowed or not allowed <= {"off", "metadata", "full"}:
+            raise ValueError("INFERENCE_LOG_MODES_ALLOWED must list some of off, metadata, full")
+        if self.inference_log_mode not in allowed:
+            raise ValueError(f"INFERENCE_LOG_MODE={self.inference_log_mode} is not in INFERENCE_LOG_MODES_ALLOWED")
+        if self.inference_log_sample > self.inference_log_sample_cap:
+            raise ValueError("INFERENCE_LOG_SAMPLE is above INFERENCE_LOG_SAMPLE_CAP")
+        sinks = self.inference_log_sink_list
+        if not set(sinks) <= {"stdout", "cloudevents", "table"}:
+            raise ValueError("INFERENCE_LOG_SINKS may list stdout, cloudevents, table")
+        if "cloudevents" in sinks and not re.match(r"^https?://[^\s/]+", self.inference_log_cloudevents_url):
+            raise ValueError("INFERENCE_LOG_CLOUDEVENTS_URL must be an http(s) URL for the cloudevents sink")
+        if "table" in sinks:
+            uri = self.inference_log_table_location
+            if not (re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri) or uri.startswith("/")):
+                raise ValueError("INFERENCE_LOG_TABLE_URI must be s3://bucket/prefix or an absolute path")
+        if self.inference_log_secret_name and not re.match(
+            r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", self.inference_log_secret_name
+        ):
+            raise ValueError("INFERENCE_LOG_SECRET_NAME must be a Kubernetes Secret name")
+        return self
+
+    @property
+    def inference_log_allowed_modes(self) -> set[str]:
+        return {m.strip() for m in self.inference_log_modes_allowed.split(",") if m.strip()}
+
+    @property
+    def inference_log_sink_list(self) -> list[str]:
+        """INFERENCE_LOG_SINKS, or the target's default: stdout on KServe, the local table locally."""
+        sinks = [s.strip() for s in self.inference_log_sinks.split(",") if s.strip()]
+        return sinks or (["table"] if self.deploy_target == "local" else ["stdout"])
+
+    @property
+    def inference_log_table_location(self) -> str:
+        """INFERENCE_LOG_TABLE_URI; locally by default `inference-log/` in the state dir (an absolute path)."""
+        if self.inference_log_table_uri:
+            return self.inference_log_table_uri
+        if self.deploy_target == "local":
+            return str(self.service_builder_state_dir.resolve() / "inference-log")
+        return ""
 
     @property
     def catalog(self) -> tuple[ImageSpec, ...]:

@@ -32,9 +32,10 @@ def caller(gate: Gate | None) -> Any:
     """The dependency (a `Depends`) every data route lists first."""
 
     async def who(request: Request) -> None:
+        call = request.state.call
+        call.data = True
         if gate is None:
             return
-        call = request.state.call
         try:
             found = await gate.check(request.headers)
         except Refused as e:  # its reason says which check failed, never the credential

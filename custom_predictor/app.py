@@ -25,7 +25,7 @@ from starlette.responses import Response
 from custom_predictor import access, docs, errors, health, limits
 from custom_predictor.auth import Gate
 from custom_predictor.backends.declared import declared_inputs
-from custom_predictor.calls import Call, Calls
+from custom_predictor.calls import Call, Calls, record_of
 from custom_predictor.contract import (
     Contract,
     ContractError,
@@ -38,6 +38,7 @@ from custom_predictor.contract import (
     untyped_contract,
 )
 from custom_predictor.dataplane import DataPlane
+from custom_predictor.inference_log import InferenceLog
 from custom_predictor.metrics import Metrics
 from custom_predictor.openapi import Bodies
 from custom_predictor.protocols import mlflow, typed, v1, v2
@@ -114,7 +115,9 @@ def _serving_example(source: ModelSource) -> Any:
         return None
 
 
-def _lifespan(plane: DataPlane, gate: Gate) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+def _lifespan(
+    plane: DataPlane, gate: Gate, flush_seconds: float
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     runtime, metrics = plane.runtime, plane.metrics
 
     @contextlib.asynccontextmanager
@@ -130,8 +133,10 @@ def _lifespan(plane: DataPlane, gate: Gate) -> Callable[[FastAPI], contextlib.Ab
         thread = threading.Thread(target=load, name="model-load", daemon=True)
         thread.start()
         await gate.start()
+        await plane.log.start()
         yield
         await gate.close()
+        await plane.log.stop(flush_seconds)  # the server has drained its requests: every record is in
         runtime.close()
         plane.close()
         await asyncio.to_thread(thread.join, 30)
@@ -165,6 +170,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     metrics = Metrics()
     metrics.record_environment(runtime.findings)
     gate = Gate.from_settings(settings, metrics.registry)
+    inference_log = InferenceLog.from_settings(settings, metrics.registry)
     memory = settings.memory_budget_bytes or int(
         settings.memory_budget_share * (limits.container_memory() or limits.physical_memory())
     )
@@ -178,6 +184,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         entities,
         budget=budget,
         max_body=settings.max_body_bytes,
+        log=inference_log,
         threads=settings.predict_threads,
     )
     app = FastAPI(
@@ -186,7 +193,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         description=_description(source, contract, runtime.flavor, runtime.notes),
         docs_url=None,
         redoc_url=None,
-        lifespan=_lifespan(plane, gate),
+        lifespan=_lifespan(plane, gate, settings.inference_log_flush_seconds),
         openapi_url=None,
         default_response_class=Response,
     )
@@ -211,7 +218,15 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     gated = {getattr(r, "operation_id", None) for r in iter_route_contexts(app.routes) if access.guarded(r)}
     bodies.secure(schemes, requirement, {g for g in gated if g})
     bodies.install(app)
-    on_done = _access_log if settings.access_log else None
+    named = (source.name, source.version, settings.inferenceservice_namespace, settings.inferenceservice_name)
+    sampling = inference_log.sampling_fraction
+
+    def on_done(call: Call) -> None:
+        if settings.access_log:
+            _access_log(call)
+        if call.data:
+            inference_log.put(record_of(call, *named, sampling))
+
     routes = [r for router in routers for r in router.routes]
     app.add_middleware(
         Calls,

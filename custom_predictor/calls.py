@@ -27,7 +27,9 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from custom_predictor.access import guarded
 from custom_predictor.errors import PredictorError, render_default
+from custom_predictor.inference_log import Record
 from custom_predictor.limits import Budget
 from custom_predictor.metrics import Metrics
 
@@ -53,11 +55,40 @@ class Call:
     rows_out: int | None = None
     entity_id: str | None = None
     error: str | None = None
+    data: bool = False
+    """The call reached a data route (one guarded by the caller dependency): the inference log records it."""
     reserved: int = 0
     """Bytes of the memory budget this call holds (`limits.Budget`), returned when it ends."""
-    bodies: Callable[[], tuple[Any, Any]] | None = None
-    """Set by a route when the inference log keeps bodies: () -> (request as the model saw it, response)."""
+    request_body: str | None = None
+    response_body: str | None = None
+    """Set by a route when the inference log keeps this call's bodies: JSON text (the request as the model saw
+    it, sensitive inputs hashed; the response)."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def record_of(call: Call, model: str, version: str | None, namespace: str, isvc: str, sampling: float) -> Record:
+    """The inference log's record of a finished call to a data route."""
+    return Record(
+        request_id=call.request_id,
+        time=call.time,
+        model_name=model,
+        model_version=version,
+        namespace=namespace,
+        inferenceservice=isvc,
+        protocol=call.protocol,
+        route=call.route,
+        status=call.status or 500,
+        latency_ms=round(call.latency_ms, 3),
+        rows_in=call.rows_in,
+        rows_out=call.rows_out,
+        subject=call.subject,
+        entity_id=call.entity_id,
+        sampling_fraction=sampling,
+        request=call.request_body,
+        response=call.response_body,
+        truncated=False,
+        error=call.error,
+    )
 
 
 def body_too_large(limit: int) -> PredictorError:
@@ -155,6 +186,8 @@ class Calls:
             if match is Match.FULL:
                 scope["route"] = route
                 render = getattr(type(route), "renderer", render_default)
+                scope["state"]["call"].data = guarded(route)
+                scope["state"]["call"].error = "too_large"
                 break
         await render(body_too_large(self.max_body))(scope, receive, send)
 

@@ -63,6 +63,11 @@ class InputSpec(_Strict):
     example: Any = Field(None, description="An example value for the docs.")
     required: bool = Field(True, description="Whether a request must give this input.")
     default: Any = Field(None, description="Value used when an optional input is missing.")
+    sensitive: bool = Field(
+        False,
+        description="Personal or clinical data: the inference log replaces its values by a keyed hash (HMAC), so"
+        " joins still work and the values never reach the log (docs/inference-log.md).",
+    )
 
     _type = field_validator("type", mode="before")(_canonical_type)
 
@@ -150,6 +155,11 @@ class Contract(_Strict):
     @property
     def input_names(self) -> list[str]:
         return [i.name for i in self.inputs]
+
+    @property
+    def sensitive_inputs(self) -> set[str]:
+        """Inputs marked `sensitive: true`: the inference log keeps only a keyed hash of their values."""
+        return {i.name for i in self.inputs if i.sensitive}
 
 
 def _type_ok(kind: str, value: Any) -> bool:

@@ -20,11 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
+import orjson
 from fastapi import Path, Request
 
 from custom_predictor.columns import Columns
 from custom_predictor.contract import Contract
 from custom_predictor.errors import PredictorError
+from custom_predictor.inference_log import InferenceLog
 from custom_predictor.limits import Budget
 from custom_predictor.metrics import Metrics
 from custom_predictor.runtime import ModelFailure, ModelRejectedInput, Runtime, WouldBlock
@@ -48,6 +50,7 @@ class DataPlane:
     entities: dict[Any, dict[str, Any]]
     budget: Budget
     max_body: int
+    log: InferenceLog
     threads: int = 4
     pool: ThreadPoolExecutor = field(init=False)
     _decoding: asyncio.Semaphore | None = field(init=False, default=None)
@@ -141,6 +144,24 @@ class DataPlane:
             raise PredictorError(500, "model_error", str(e)) from None
         self.metrics.predictions.inc(columns.n)
         return out
+
+    def keep(self, request: Request, data: Any, response: Callable[[], Any]) -> None:
+        """When the inference log keeps this call's bodies (mode full, the call sampled): the request as the model
+        saw it (`{"inputs": {column: [values]}}`, sensitive inputs as keyed hashes) and the response, as JSON."""
+        call = request.state.call
+        if not self.log.keep_bodies(call.request_id):
+            return
+        if isinstance(data, Columns):
+            columns: Any = data.arrays
+        elif hasattr(data, "columns") and hasattr(data, "to_dict"):  # an untyped model's DataFrame
+            columns = {str(k): v.to_numpy() for k, v in data.items()}
+        else:  # an untyped model's array
+            columns = {"input": data}
+        option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+        inputs = self.log.redact(columns, self.contract.sensitive_inputs)
+        call.request_body = orjson.dumps({"inputs": inputs}, option=option, default=str).decode()
+        answer = response()
+        call.response_body = answer if isinstance(answer, str) else orjson.dumps(answer, option=option).decode()
 
     async def predict_raw(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         """An untyped model's output for its input as decoded (see `Runtime.predict_raw`), in the pool."""

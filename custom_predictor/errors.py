@@ -143,14 +143,18 @@ def route_class(render: Render, protocol: str = "") -> type[APIRoute]:
                 try:
                     return await handler(request)
                 except PredictorError as e:
-                    return render(e)
+                    refusal = e
                 except RequestValidationError as e:
-                    return render(from_validation(list(e.errors())))
+                    refusal = from_validation(list(e.errors()))
                 except StarletteHTTPException:
                     raise
                 except Exception as e:
                     log.exception("unexpected %s on %s", e.__class__.__name__, self.path)
-                    return render(PredictorError(500, "internal_error", f"unexpected {e.__class__.__name__}"))
+                    refusal = PredictorError(500, "internal_error", f"unexpected {e.__class__.__name__}")
+                call = getattr(request.state, "call", None)
+                if call is not None:
+                    call.error = refusal.code
+                return render(refusal)
 
             return run
 

@@ -178,6 +178,94 @@ class Settings(BaseSettings):
         " Kubernetes' /dev/termination-log, read into the container's termination message); empty: none.",
     )
 
+    # The inference log (custom_predictor/inference_log, docs/inference-log.md). The adapter renders these from
+    # its own settings and the model's `serving.log` / `serving.log.sample` tags; credentials by Secret reference.
+    inference_log_mode: Literal["off", "metadata", "full"] = Field(
+        "metadata",
+        description="off: no record; metadata: one record per call without bodies; full: with the request and"
+        " response bodies of the sampled calls (sensitive inputs as keyed hashes).",
+    )
+    inference_log_sample: float = Field(
+        1.0, ge=0.0, le=1.0, description="Under full, the share of calls whose bodies are kept (by request id)."
+    )
+    inference_log_sinks: str = Field(
+        "stdout",
+        description="Where records go, comma-separated: stdout (JSON lines), cloudevents (KServe's logger format"
+        " to INFERENCE_LOG_CLOUDEVENTS_URL), table (Parquet files at INFERENCE_LOG_TABLE_URI).",
+    )
+    inference_log_cloudevents_url: str = Field("", description="HTTP(S) URL the cloudevents sink posts to.")
+    inference_log_cloudevents_concurrency: int = Field(
+        8, ge=1, le=64, description="Events the cloudevents sink has in flight at once (one connection each)."
+    )
+    inference_log_table_uri: str = Field(
+        "", description="Where the table sink writes: s3://bucket/prefix, or a local directory (path or file://)."
+    )
+    inference_log_s3_endpoint_url: str = Field(
+        "", description="S3-compatible endpoint of the table (e.g. http://minio:9000); empty: AWS."
+    )
+    inference_log_s3_region: str = Field("", description="Region of the table's bucket; empty: the SDK's default.")
+    inference_log_s3_access_key_id: SecretStr | None = Field(
+        None, description="Access key of the table's bucket (from a Secret); empty: the AWS SDK's own chain."
+    )
+    inference_log_s3_secret_access_key: SecretStr | None = Field(
+        None, description="Secret key of the table's bucket (from a Secret)."
+    )
+    inference_log_hash_key: SecretStr | None = Field(
+        None,
+        description="Key of the keyed hash (HMAC-SHA256) that replaces sensitive values, from a Secret; shared by"
+        " every predictor so hashes join. Empty: a random key per process.",
+    )
+    inference_log_max_body_chars: int = Field(
+        65_536, ge=256, description="Longest request or response body kept, in characters; longer ones are cut."
+    )
+    inference_log_queue_records: int = Field(
+        10_000, ge=1, description="Most records waiting per sink; when full, new records are dropped and counted."
+    )
+    inference_log_queue_bytes: int = Field(
+        64 * 2**20, ge=2**16, description="Most bytes of records waiting per sink (bodies included); then dropped."
+    )
+    inference_log_batch_rows: int = Field(
+        1000, ge=1, description="A batch is written when it holds this many records (or is old enough)."
+    )
+    inference_log_batch_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A batch is written when its oldest record waited this long: with INFERENCE_LOG_BATCH_ROWS,"
+        " the most a crash (SIGKILL) can lose.",
+    )
+    inference_log_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest wait for one answer of a sink (an HTTP post, an S3 upload)."
+    )
+    inference_log_flush_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="On SIGTERM, how long the log may take to write what it holds; keep it under the termination"
+        " grace period.",
+    )
+
+    @model_validator(mode="after")
+    def _inference_log(self) -> Settings:
+        sinks = self.inference_log_sink_list
+        unknown = [s for s in sinks if s not in ("stdout", "cloudevents", "table")]
+        if unknown or not sinks:
+            raise ValueError(f"INFERENCE_LOG_SINKS: {unknown or sinks} unknown; use stdout, cloudevents, table")
+        if "cloudevents" in sinks and not re.match(r"^https?://[^\s/]+", self.inference_log_cloudevents_url):
+            raise ValueError("INFERENCE_LOG_CLOUDEVENTS_URL must be an http(s) URL for the cloudevents sink")
+        if "table" in sinks:
+            uri = self.inference_log_table_uri
+            if uri.startswith("s3://"):
+                if not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri):
+                    raise ValueError("INFERENCE_LOG_TABLE_URI: s3://<bucket>[/<prefix>] with a valid bucket name")
+            elif not (uri.startswith("/") or uri.startswith("file:///")):
+                raise ValueError("INFERENCE_LOG_TABLE_URI must be s3://bucket/prefix or an absolute local path")
+        if self.inference_log_s3_endpoint_url and not re.match(r"^https?://", self.inference_log_s3_endpoint_url):
+            raise ValueError("INFERENCE_LOG_S3_ENDPOINT_URL must be an http(s) URL")
+        return self
+
+    @property
+    def inference_log_sink_list(self) -> list[str]:
+        return [s.strip() for s in self.inference_log_sinks.split(",") if s.strip()]
+
     @model_validator(mode="after")
     def _needs_a_model(self) -> Settings:
         if not self.model_uri and not (self.model_name and (self.model_version or self.model_source)):

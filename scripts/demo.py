@@ -325,7 +325,9 @@ def curl(url: str, body: dict[str, Any]) -> str:
     return f"curl -s -X POST {shlex.quote(url)} -H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
 
 
-def summary(settings: DemoSettings, models: list[demo_models.DemoModel], tags: dict[str, dict[str, str]]) -> None:
+def summary(
+    settings: DemoSettings, models: list[demo_models.DemoModel], tags: dict[str, dict[str, str]], table: Path
+) -> None:
     say()
     say(f"MLflow UI (the written-back deployment.* tags are on each version): {settings.mlflow_url}/#/models")
     for m in models:
@@ -340,6 +342,11 @@ def summary(settings: DemoSettings, models: list[demo_models.DemoModel], tags: d
         if m.lookup:
             say(f"  Look up a registered patient ({', '.join(m.lookup)}) and predict:")
             say(f"    {curl(api + '/model/predict', m.lookup)}")
+        if t.get("deployment.inference_log"):
+            say(f"  Inference log: {t['deployment.inference_log']}")
+    say()
+    say(f"Inference table (one row per call, written within seconds of it): {table}")
+    say(f"  python -c {shlex.quote(f'import pandas; print(pandas.read_parquet({str(table)!r}))')}")
     say()
 
 
@@ -362,7 +369,7 @@ def run(settings: DemoSettings, stack: Stack, done: threading.Event) -> int:
     say(f"[3/3] Deploying both, up to {settings.timeout:g}s")
     tags = wait_ready(client, stack, models, settings.timeout)
     say(f"Both models ready, {time.monotonic() - t0:.0f}s after start.")
-    summary(settings, models, tags)
+    summary(settings, models, tags, stack.adapter_state.resolve() / "inference-log")
     done.set()
     if settings.exit_when_ready:
         return 0

@@ -12,6 +12,7 @@ MODULES = [
     "tests.bench.predictor",
     "tests.bench.adapter",
     "tests.bench.auth",
+    "tests.bench.inference_log",
 ]
 
 

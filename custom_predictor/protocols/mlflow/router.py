@@ -56,6 +56,7 @@ def router(plane: DataPlane, schemas: Schemas, bodies: Bodies, caller: Any, serv
             out = await plane.predict_raw(data, params)
         response = codec.predictions(out)
         call.rows_out = len(out) if hasattr(out, "__len__") else None
+        plane.keep(request, data, lambda: bytes(response.body).decode())
         return response
 
     for path, summary in (("/ping", "MLflow liveness (200 once the model is ready)"), ("/health", "Same as /ping")):

@@ -42,6 +42,7 @@ def router(plane: DataPlane, schemas: Schemas, bodies: Bodies, caller: Any) -> A
         out = await plane.predict(data) if plane.typed else await plane.predict_raw(data)
         answer = codec.answer(out, contract, name, version)
         call.rows_out = len(answer["predictions"])
+        plane.keep(request, data, lambda: answer)
         return json_response(answer)
 
     api.add_api_route(
@@ -76,9 +77,12 @@ def _entity_routes(api: APIRouter, plane: DataPlane, schemas: Schemas, bodies: B
         if row is None:
             raise PredictorError(404, "not_found", f"no registered row has this {ent.id}")
         call.rows_in = 1
-        out = codec.answer(await plane.predict(Columns.from_rows([row], contract)), contract, *_named(plane))
+        columns = Columns.from_rows([row], contract)
+        out = codec.answer(await plane.predict(columns), contract, *_named(plane))
         call.rows_out = len(out["predictions"])
-        return json_response({**out, ent.id: key, "features": row})
+        answer = {**out, ent.id: key, "features": row}
+        plane.keep(request, columns, lambda: {**out, ent.id: key})  # the features: in the request, redacted
+        return json_response(answer)
 
     async def dataset(
         request: Request, limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0)

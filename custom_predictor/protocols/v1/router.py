@@ -67,6 +67,7 @@ def router(plane: DataPlane, schemas: Schemas, bodies: Bodies, caller: Any) -> A
         call.rows_in = len(data)
         out = to_list(await plane.predict(data) if plane.typed else await plane.predict_raw(data))
         call.rows_out = len(out)
+        plane.keep(request, data, lambda: {"predictions": out})
         return json_response({"predictions": out})
 
     api.add_api_route(

@@ -276,6 +276,11 @@ class Output:
     datatype: str
     values: np.ndarray
 
+    def as_json(self) -> dict[str, Any]:
+        """The tensor as JSON data (what the inference log keeps, binary outputs included)."""
+        data = self.values.reshape(-1).tolist()
+        return {"name": self.name, "shape": list(self.values.shape), "datatype": self.datatype, "data": data}
+
 
 def outputs(out: Any, contract: Contract) -> list[Output]:
     """A model's own output -> output tensors: a DataFrame's columns (one tensor each, or its only column as the

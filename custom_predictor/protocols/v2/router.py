@@ -82,6 +82,7 @@ def router(plane: DataPlane, schemas: Schemas, bodies: Bodies, caller: Any) -> A
             "id": decoded.request.id,
             "parameters": {},
         }
+        plane.keep(request, data, lambda: {**head, "outputs": [o.as_json() for o in outs]})
         content, headers = codec.encode(outs, decoded.request, head)
         media = "application/octet-stream" if headers else "application/json"
         return Response(content, media_type=media, headers=headers)
