@@ -459,14 +459,29 @@ Services the registry adapter manages are never changed or deleted from here, an
 """
 
 
+def _new_key(keys: Path, name: str) -> str:
+    """A new API key for a local predictor: the predictor's own `keygen` adds its hashed entry to the local keys
+    file (created 0600) and prints the key."""
+    key_id = "run-local-" + ("".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "model")[:40]
+    keys.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "custom_predictor.auth", "keygen", key_id.strip("-"), "--keys-file", str(keys)]
+    made = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        raise PluginError(f"cannot make an API key: {made.stderr.strip()}", INTERNAL_ERROR)
+    return made.stdout.strip()
+
+
 def run_local(name: str, model_uri: str, flavor: str | None = None, config: dict[str, Any] | None = None) -> None:
     """Serve `model_uri` with a predictor process on 127.0.0.1 (`-C port`), rendered and validated as `create`
     would, in the foreground until it exits (Ctrl-C). MLflow passes no target here: no cluster is involved."""
     client = KServeDeploymentClient(TARGET)
+    client.settings = client.settings.model_copy(update={"deploy_target": "local"})  # auth as local predictors
     doc, own = client._desired(name, model_uri, flavor, config, LOCAL_KEY, {})
     port = int(_number(own, "port", DEFAULT_PORT, 65535))
     env = local.predictor_env(doc, client.settings.local_predictor_env(), port)
     _progress(f"{name}: {env['MODEL_URI']} on http://127.0.0.1:{port}/{env['SERVICE_PATH']}/api/ (Ctrl-C stops it)")
+    if "apikey" in env.get("AUTH_MODES", "").split(","):
+        _progress(f"{name}: API key (shown once): {_new_key(Path(env['AUTH_API_KEYS_FILE']), name)}")
     code = subprocess.run([sys.executable, "-m", "custom_predictor"], env=env, check=False).returncode
     if code not in (0, -2, 130):
         raise PluginError(f"the predictor exited with code {code} (its log is above)", INTERNAL_ERROR)
