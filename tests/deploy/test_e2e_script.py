@@ -38,6 +38,8 @@ case "$name" in
   kind) [[ "$1" == version ]] && echo "kind v0.30.0 go1.24.6 linux/amd64" ;;
   curl)
     if [[ "$line" == *"%{time_total}"* ]]; then printf '4.217'
+    elif [[ "$line" == *"/api/v1/predict"* && "$line" != *"-H @"*"auth-header"* ]]; then
+      [[ "$line" == *"%{http_code}"* ]] && printf '401' || { echo '{"error":"unauthenticated"}'; exit 22; }
     elif [[ "$line" == *"/api/v1/predict"* ]]; then echo '{"predictions":[0]}'
     elif [[ "$line" == *"/openapi.json"* ]]; then echo '{"paths":{"/e2e-iris/api/v1/predict":{}}}'
     elif [[ "$line" == *"/api/static/"* ]]; then echo 'window.SwaggerUIBundle=1'
@@ -49,6 +51,7 @@ case "$name" in
       *"jsonpath={.status.url}"*) printf 'http://e2e-iris-predictor.service-builder.example.com' ;;
       *latestReadyRevision*) printf 'e2e-iris-predictor-%05d' "$(count rev)" ;;
       *"model-version"*) printf '2' ;;
+      *"create token"*) printf 'fake-service-account-token\n' ;;  # as kubectl prints it
     esac ;;
   python)
     case "$line" in
@@ -262,10 +265,15 @@ def test_real_run_executes_what_the_dry_run_printed_and_passes(stand_ins: dict[s
 
     # Values flowed: the gateway got the Host of status.url and the path of model_endpoint.
     predict = [c for c in ran if c.startswith("curl") and "/v1/predict" in c]
-    assert len(predict) == 3
+    assert len(predict) == 4  # once without a credential (401), three times with the token
     for c in predict:
         assert "-H Host: e2e-iris-predictor.service-builder.example.com" in c
         assert c.endswith("http://127.0.0.1:18080/e2e-iris/api/v1/predict")
+    header = Path(stand_ins["TMPDIR"]) / "service-builder-e2e" / "auth-header"
+    assert sum(f"-H @{header}" in c for c in predict) == 3
+    assert header.read_text() == "Authorization: Bearer fake-service-account-token\n"
+    assert header.stat().st_mode & 0o077 == 0  # the token: in a file only its owner reads
+    assert "fake-service-account-token" not in proc.stdout + proc.stderr  # used, never shown
     assert any(c.startswith("curl") and c.endswith("http://127.0.0.1:18080/e2e-iris/api/") for c in ran)
     # The KServe ingress config: Istio virtual host off, everything else kept (real JSON, real Python).
     (patch,) = [c for c in ran if "patch configmap/inferenceservice-config" in c]
