@@ -135,6 +135,18 @@ def _log_sample(text: str, s: AdapterSettings) -> str:
     return str(value)
 
 
+def _body_bytes(text: str, s: AdapterSettings) -> str:
+    """A body size (a quantity: 32Mi, 1000000) as whole bytes, 1Ki .. SERVING_MAX_BODY_CAP."""
+    value = quantity(text)
+    if value != value.to_integral_value():
+        raise ValueError("must be a whole number of bytes (e.g. 32Mi)")
+    if value < 1024:
+        raise ValueError("must be at least 1Ki")
+    if value > quantity(s.serving_max_body_cap):
+        raise ValueError(f"exceeds the cluster cap of {s.serving_max_body_cap}")
+    return str(int(value))
+
+
 _QTY_CPU, _QTY_MEM = "a quantity (500m, 2)", "a quantity (512Mi, 2Gi)"
 FIELDS: dict[str, Field] = {
     "min_replicas": Field(
@@ -211,6 +223,12 @@ FIELDS: dict[str, Field] = {
         "who of them (oidc, apikey): comma list of group:<name>, user:<subject>, serviceaccount:<ns>/<name or *>,"
         " apikey:<id>; default: anyone authenticated",
         env="AUTH_ALLOW",
+    ),
+    "max_body": Field(
+        ("container", "env", "MAX_BODY_BYTES"),
+        _body_bytes,
+        "1Ki..cap",
+        "largest request body the predictor reads (a quantity: 32Mi); default 16Mi. 1Ki .. SERVING_MAX_BODY_CAP",
     ),
     # The inference log (docs/inference-log.md): container env the predictor reads; defaults are the platform's.
     "log": Field(

@@ -70,6 +70,11 @@ class AdapterSettings(BaseSettings):
     serving_cpu_cap: str = Field("4", description="Highest CPU request/limit a tag may ask for.")
     serving_memory_cap: str = Field("16Gi", description="Highest memory request/limit a tag may ask for.")
     serving_timeout_cap: int = Field(900, ge=1, description="Longest request timeout a tag may ask for, seconds.")
+    serving_max_body_cap: str = Field(
+        "64Mi",
+        description="Largest request body a `serving.max_body` tag may allow (the predictor's default is 16Mi;"
+        " a body still needs room in its memory budget: docs/predictor.md).",
+    )
     serving_image_allowlist: str = Field(
         "", description="Images a tag may choose (comma list) besides PREDICTOR_IMAGE."
     )
@@ -287,7 +292,7 @@ class AdapterSettings(BaseSettings):
             raise ValueError("MODEL_NAME_LIKE may not hold quotes, backticks or backslashes")
         return v
 
-    @field_validator("serving_cpu_cap", "serving_memory_cap")
+    @field_validator("serving_cpu_cap", "serving_memory_cap", "serving_max_body_cap")
     @classmethod
     def _cap(cls, v: str) -> str:
         if not re.match(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$", v.strip()):

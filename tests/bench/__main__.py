@@ -10,6 +10,7 @@ import sys
 
 MODULES = [
     "tests.bench.predictor",
+    "tests.bench.request_path",
     "tests.bench.adapter",
     "tests.bench.auth",
     "tests.bench.inference_log",
