@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install controlplane test lint bench demo e2e e2e-down images clean
+.PHONY: help install controlplane test lint docs bench demo e2e e2e-down images clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ lint: install ## ruff, mypy and import-linter contracts
 	$(VENV)/bin/ruff format --check adapter custom_predictor tests scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+docs: install ## Write docs/configuration.md and docs/serving-tags.md from the settings classes and the tags table
+	$(PY) -m scripts.gen_docs
 
 demo: install ## Run it all locally: MLflow, two example models, the adapter, predictors (no cluster)
 	$(PY) scripts/demo.py
