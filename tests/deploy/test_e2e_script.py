@@ -364,3 +364,10 @@ def test_images_script_builds_both_images_from_the_repo_root(stand_ins: dict[str
     from adapter.images import pytorch_variant
 
     assert pytorch_variant("reg:5000/p:1") == "reg:5000/p-pytorch:1"
+
+
+def test_images_script_stops_at_the_first_failing_build(stand_ins: dict[str, str]) -> None:
+    proc = run_script(stand_ins, script="images.sh", FAKE_FAIL_MATCH="--target base")
+    assert proc.returncode != 0
+    assert "stand-in failure: docker build -f custom_predictor/Dockerfile --target base" in proc.stderr
+    assert not any("--target pytorch" in c for c in calls(stand_ins)), "nothing after the failing build may run"

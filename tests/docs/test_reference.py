@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from adapter import overrides
 from adapter.settings import AdapterSettings
 from custom_predictor.settings import Settings
@@ -40,7 +42,7 @@ def test_every_serving_tag_has_a_row() -> None:
     assert not unknown, f"docs/serving-tags.md documents tags the adapter refuses: {unknown}: {RUN}"
 
 
-def test_the_committed_pages_are_what_the_generator_writes(capsys) -> None:
+def test_the_committed_pages_are_what_the_generator_writes(capsys: pytest.CaptureFixture[str]) -> None:
     """A changed default, type or description must reach the pages too. The pages are build output committed so
     that they read on GitHub; this is the one place a byte-for-byte comparison is the behaviour asked for: running
     the generator on a current checkout changes nothing."""
