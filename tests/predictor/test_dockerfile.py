@@ -157,7 +157,6 @@ SERVED = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("target", "model", "kind"), SERVED, ids=[f"{t}-{m}" for t, m, _ in SERVED])
 def test_each_image_serves_its_flavors_with_only_its_packages(
     target: str, model: str, kind: str, tmp_path: Path
@@ -179,7 +178,6 @@ def test_each_image_serves_its_flavors_with_only_its_packages(
             assert f'kind="{kind}"' in r.read().decode()
 
 
-@pytest.mark.slow
 def test_the_base_image_refuses_a_pytorch_model_with_one_line(tmp_path: Path) -> None:
     site = image_site_packages(tmp_path / "site-packages", "base")
     folder = flavors.save_torch(tmp_path / "m")

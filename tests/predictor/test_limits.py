@@ -30,8 +30,6 @@ from tests.predictor import flavors, models
 from tests.predictor.conftest import REPO, predictor_env
 from tests.servers import free_port, stop_group, wait_http
 
-pytestmark = pytest.mark.slow
-
 LIMIT = 2 * 2**30
 CAP = 16 * 2**20  # the default MAX_BODY_BYTES
 F = models.FEATURES

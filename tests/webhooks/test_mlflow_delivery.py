@@ -22,8 +22,6 @@ from adapter.webhooks import EVENTS, PATH, Trigger, WebhookReceiver
 from tests.servers import MlflowServer
 from tests.webhooks.conftest import SECRET, Delivery, post
 
-pytestmark = pytest.mark.slow
-
 
 class TimedTrigger(Trigger):
     """A Trigger that also notes when each request arrived (to split latency into its parts)."""
