@@ -144,3 +144,9 @@ def test_in_ci_a_missing_optional_part_stops_the_run(monkeypatch: pytest.MonkeyP
     with pytest.raises(pytest.UsageError, match="1 tests need browser: /usr/bin/chromium is missing"):
         tiers.skip_or_fail_missing([Item("browser"), Item(tiers.FAST)])  # type: ignore[list-item]
     tiers.skip_or_fail_missing([Item(tiers.FAST)])  # type: ignore[list-item]  # nothing selected needs it
+
+
+def test_a_helper_that_is_gone_stops_the_run_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(tiers.HELPERS, "tests.servers.no_such_helper", ("mlflow",))
+    with pytest.raises(pytest.UsageError, match=r"HELPERS names tests\.servers\.no_such_helper, which is gone"):
+        tiers.Scanner()

@@ -47,7 +47,7 @@ NEEDS: dict[str, str] = {
 FAST = "fast"  # each is registered in pyproject.toml (--strict-markers)
 
 # Helpers that make a resource in a way their code does not show (a class, a context manager over a class, a
-# script that starts servers of its own), by their dotted name.
+# script that starts servers of its own, the project's own code, which the scan does not enter), by dotted name.
 HELPERS: dict[str, tuple[str, ...]] = {
     "tests.servers.mlflow_server": ("mlflow",),
     "tests.servers.MlflowServer": ("mlflow",),
@@ -56,6 +56,7 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "tests.objectstore.server.seaweedfs": ("objectstore",),
     "tests.objectstore.build.ensure": ("objectstore",),
     "tests.demo.test_demo.DEMO": ("mlflow", "predictor"),  # scripts/demo.py starts MLflow and predictors
+    "adapter.local.LocalCluster": ("predictor",),  # DEPLOY_TARGET=local: predictor processes
 }
 # What code runs, seen in the string constants of one function (or a process's argv): each word of a signature
 # is a constant of its own (`[sys.executable, "-m", "custom_predictor"]`), or they follow each other in one
@@ -118,7 +119,10 @@ class Scanner:
         self.helpers: dict[int, tuple[str, ...]] = {}
         for dotted, needs in HELPERS.items():
             module, _, name = dotted.rpartition(".")
-            self.helpers[id(getattr(importlib.import_module(module), name))] = needs
+            try:
+                self.helpers[id(getattr(importlib.import_module(module), name))] = needs
+            except (ImportError, AttributeError) as e:
+                raise pytest.UsageError(f"tests/tiers.py HELPERS names {dotted}, which is gone ({e}): update it") from e
         self.seen: dict[types.CodeType, set[str]] = {}
 
     def of_value(self, value: Any, depth: int = 0) -> set[str]:
