@@ -44,6 +44,12 @@ def saves_a_model(path: Path) -> None:
     mlflow.sklearn.save_model(object(), str(path))
 
 
+def fits_a_model() -> None:
+    from sklearn.linear_model import LinearRegression
+
+    LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0])
+
+
 def through_a_helper(tmp_path: Path) -> None:
     calls_run_predictor(tmp_path)
     saves_a_model(tmp_path)
@@ -70,6 +76,7 @@ def needs_nothing(tmp_path: Path) -> int:
         ("runs_the_predictor_in_a_shell", {"predictor"}),
         ("imports_torch_in_its_body", {"torch"}),
         ("saves_a_model", {"model"}),
+        ("fits_a_model", {"model"}),
         ("through_a_helper", {"predictor", "model"}),
         ("starts_mlflow", {"mlflow"}),
         ("nested_in_a_lambda", {"predictor"}),

@@ -7,7 +7,7 @@ its own code calls a helper that makes one, followed through the functions of te
   controlplane  etcd, kube-apiserver and the KServe manager, their kubectl, or Go (`make controlplane`)
   objectstore   SeaweedFS, the S3-compatible server (`make controlplane`)
   predictor     a `python -m custom_predictor` process
-  model         real models trained and saved with MLflow in the test (`save_model`, `log_model`)
+  model         real models trained or saved with MLflow in the test (`fit`, `save_model`, `log_model`)
   browser       Chromium driven by Playwright (.ci/install-browser)
   torch         PyTorch (`make install` links a cached copy into the venv)
 
@@ -22,7 +22,7 @@ install anywhere else.
 
 from __future__ import annotations
 
-import dis
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -40,7 +40,7 @@ NEEDS: dict[str, str] = {
     "controlplane": "the control plane `make controlplane` builds (etcd, kube-apiserver, KServe, kubectl) or Go",
     "objectstore": "SeaweedFS, the S3-compatible server `make controlplane` builds",
     "predictor": "a `python -m custom_predictor` process",
-    "model": "real models trained and saved with MLflow in the test (seconds each: MLflow infers their requirements)",
+    "model": "real models trained or saved with MLflow in the test (seconds each: MLflow infers their requirements)",
     "browser": "Chromium (.ci/install-browser) driven by Playwright",
     "torch": "PyTorch (`make install`)",
 }
@@ -68,8 +68,8 @@ RUNS: dict[tuple[str, ...], str] = {
     ("tests.controlplane.plane",): "controlplane",  # a Python child that starts one (`python -c "from ..."`)
     ("custom_predictor.check",): "predictor",  # a Python child running the predictor's check in a process of its own
 }
-# What code calls, by name (`mlflow.sklearn.save_model(...)`).
-CALLS = {"save_model": "model", "log_model": "model"}
+# What code calls, by name (`mlflow.sklearn.save_model(...)`, `estimator.fit(...)`).
+CALLS = {"save_model": "model", "log_model": "model", "fit": "model"}
 # What code imports (or references), by top-level package.
 IMPORTS = {"torch": "torch", "playwright": "browser"}
 # Programs a process of each tier runs (the guard's view).
@@ -102,6 +102,7 @@ def _follow(tokens: list[str], words: tuple[str, ...]) -> bool:
     return any(tuple(tokens[i : i + len(words)]) == words for i in range(len(tokens) - len(words) + 1))
 
 
+@functools.cache
 def _ours(path: str | None) -> bool:
     """Whether code or a module comes from tests/ (by file: tests/predictor's modules are not all named tests.*)."""
     return bool(path) and Path(path).resolve().is_relative_to(TESTS)
@@ -153,19 +154,21 @@ class Scanner:
         self.seen[code] = needs  # recursion ends here
         needs |= runs(c for c in code.co_consts if isinstance(c, str))
         needs |= {need for name, need in CALLS.items() if name in code.co_names}
-        modules = [namespace[n] for n in code.co_names if isinstance(namespace.get(n), types.ModuleType)]
-        for op in dis.get_instructions(code):
-            if op.opname == "IMPORT_NAME":  # `import torch`, `from tests.predictor.conftest import ...` in a body
-                name = str(op.argval)
-                if name.partition(".")[0] in IMPORTS:
-                    needs.add(IMPORTS[name.partition(".")[0]])
-                elif name in sys.modules:
-                    modules.append(sys.modules[name])
+        modules = [
+            namespace[n]
+            for n in code.co_names
+            if isinstance(namespace.get(n), types.ModuleType) and _ours(getattr(namespace[n], "__file__", None))
+        ]
+        for name in code.co_names:  # what a body imports is named here too: `import torch`, `from tests.x import y`
+            if name.partition(".")[0] in IMPORTS:
+                needs.add(IMPORTS[name.partition(".")[0]])
+            elif name in sys.modules and _ours(getattr(sys.modules[name], "__file__", None)):
+                modules.append(sys.modules[name])
         for name in code.co_names:
             if name in namespace:
                 needs |= self.of_value(namespace[name])
             for module in modules:  # `procs.running_predictor(...)`: an attribute of a module named here
-                if _ours(getattr(module, "__file__", None)) and name in vars(module):
+                if name in vars(module):
                     needs |= self.of_value(vars(module)[name])
         for const in code.co_consts:
             if isinstance(const, types.CodeType):  # lambdas, nested functions, comprehensions
@@ -173,20 +176,25 @@ class Scanner:
         return needs
 
 
-def fixture_functions(item: pytest.Function) -> Iterable[Any]:
-    """The functions of the fixtures a test uses, each looked up as pytest does: the test's module first, then the
-    conftest files from the test's folder up."""
-    folder = Path(str(item.path)).parent
-    conftests = sorted(
+@functools.cache
+def _conftests(config: pytest.Config, folder: Path) -> list[types.ModuleType]:
+    """The conftest modules that apply to tests in `folder`, nearest first."""
+    return sorted(
         (
             p
-            for p in item.config.pluginmanager.get_plugins()
+            for p in config.pluginmanager.get_plugins()
             if isinstance(p, types.ModuleType)
             and Path(getattr(p, "__file__", "") or "/").name == "conftest.py"
             and folder.is_relative_to(Path(p.__file__ or "/").parent)
         ),
         key=lambda m: -len(Path(m.__file__ or "/").parts),
     )
+
+
+def fixture_functions(item: pytest.Function) -> Iterable[Any]:
+    """The functions of the fixtures a test uses, each looked up as pytest does: the test's module first, then the
+    conftest files from the test's folder up."""
+    conftests = _conftests(item.config, Path(str(item.path)).parent)
     for name in item.fixturenames:
         for namespace in (vars(item.module), *(vars(m) for m in conftests)) if item.module else ():
             found = namespace.get(name)
