@@ -63,6 +63,7 @@ class MlflowServer:
     proc: subprocess.Popen | None = None
     extra_env: dict[str, str] | None = None
     workers: int = 1  # tests: one process; `mlflow server` itself defaults to 4
+    host: str = "127.0.0.1"  # the cluster tier serves pods from its own bridge's address
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -84,7 +85,7 @@ class MlflowServer:
                 "mlflow",
                 "server",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--backend-store-uri",
@@ -109,10 +110,12 @@ class MlflowServer:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, port: int | None = None, workers: int = 1) -> Iterator[MlflowServer]:
+def mlflow_server(
+    root: Path, port: int | None = None, workers: int = 1, host: str = "127.0.0.1"
+) -> Iterator[MlflowServer]:
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
-    server = MlflowServer(url=f"http://127.0.0.1:{port}", port=port, root=root, workers=workers)
+    server = MlflowServer(url=f"http://{host}:{port}", port=port, root=root, workers=workers, host=host)
     server.start()
     try:
         yield server

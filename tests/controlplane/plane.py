@@ -46,8 +46,9 @@ class ControlPlaneError(RuntimeError):
 class ControlPlane:
     """Start with `start()` (or use `running()`); `url`, `ca`, `kubeconfig` and `kubectl()` for clients."""
 
-    def __init__(self, root: Path, paths: Paths | None = None) -> None:
+    def __init__(self, root: Path, paths: Paths | None = None, *, node: bool = False) -> None:
         self.root = root
+        self.node = node  # a kubelet will join (tests/cluster): kube-apiserver gets a client cert towards it
         self.paths = paths or ensure()
         self.pki_dir = root / "pki"
         self.logs = root / "logs"
@@ -121,6 +122,8 @@ class ControlPlane:
         self.serving = ca.issue("apiserver", "kube-apiserver", serving=True)
         self.admin = ca.issue("admin", "admin", groups=("system:masters",))
         self.webhook = ca.issue("webhook", "kserve-webhook-server", serving=True)
+        self.kubelet_client = ca.issue("kubelet-client", "kube-apiserver-kubelet-client", groups=("system:masters",))
+        self.authority = ca
         self.sa = pki.signing_key(self.pki_dir)
         self._write_kubeconfig()
 
@@ -185,10 +188,20 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--endpoint-reconciler-type=none",
+                *self._node_args(),
             ],
         )
         ctx = ssl.create_default_context(cafile=str(self.ca))
         self._wait("kube-apiserver", lambda: _get(f"{self.url}/readyz", ctx, raw=True) == "ok", 90)
+
+    def _node_args(self) -> list[str]:
+        if not self.node:
+            return []
+        return [
+            f"--kubelet-client-certificate={self.kubelet_client.cert}",
+            f"--kubelet-client-key={self.kubelet_client.key}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+        ]
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         """The real kubectl (built with kube-apiserver) as the admin."""
@@ -326,8 +339,8 @@ def _get(url: str, ctx: ssl.SSLContext | None = None, raw: bool = False) -> Any:
 
 
 @contextlib.contextmanager
-def running(root: Path, paths: Paths | None = None) -> Iterator[ControlPlane]:
-    plane = ControlPlane(root, paths)
+def running(root: Path, paths: Paths | None = None, *, node: bool = False) -> Iterator[ControlPlane]:
+    plane = ControlPlane(root, paths, node=node)
     plane.start()
     try:
         yield plane

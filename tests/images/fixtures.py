@@ -1,4 +1,5 @@
-"""The `images` fixture: both images built for real (tests/images/containers.py), once per session.
+"""The `images` fixture (imported by tests/conftest.py): both images built for real (tests/images/containers.py),
+once per session; the image tests and the cluster tier use it.
 
 Without docker or podman the image tests are skipped, except under CI (CI=true), where they fail: .ci/run installs
 podman, so a missing tool there is a broken setup, not a reason to pass.
