@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml custom_predictor/requirements.txt custom_pred
 
 install: $(VENV)/.installed ## Make .venv with runtime and dev dependencies (torch: once per machine, cached)
 
-controlplane: install ## Build etcd, kube-apiserver, kubectl and the KServe manager from the Go module proxy (cached outside the repo)
+controlplane: install ## Build etcd, kube-apiserver, kubectl, the KServe manager, the test node and Knative from the Go module proxy (cached)
 	$(PY) -m tests.controlplane.build
 
 test: install controlplane ## Run the whole test suite

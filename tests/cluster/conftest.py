@@ -1,5 +1,5 @@
-"""Fixtures of the cluster tier: a control plane a kubelet can join, a real node (`node.py`) with our images in its
-containerd, and an MLflow server on the node's bridge, where pods reach it.
+"""Fixtures of the cluster tier: a control plane a kubelet can join, a real node (`node.py`) with our predictor
+image in its containerd, and an MLflow server on the node's bridge, where pods reach it.
 
 The tier needs root, podman (or docker), containerd, runc and the CNI plugins (.ci/install-containers). Without
 them it is skipped, except under CI (CI=true), where that is a broken setup and fails.
@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.host import RUN_PREFIX
+from tests.cluster.ingress import RouteIngress
+from tests.cluster.knative import KnativeServing
 from tests.cluster.node import CNI_BIN, NODE_IP, Node
 from tests.cluster.node import running as node_running
-from tests.controlplane.build import NodePaths, ensure_node
+from tests.controlplane.build import NodePaths, ensure_knative, ensure_node
 from tests.controlplane.plane import ControlPlane
 from tests.controlplane.plane import running as plane_running
 from tests.images.containers import Images
@@ -45,7 +47,7 @@ def cluster_paths() -> NodePaths:
 
 @pytest.fixture(scope="session")
 def cluster_plane(cluster_paths: NodePaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with plane_running(tmp_path_factory.mktemp("cluster-plane"), node=True) as plane:
+    with plane_running(tmp_path_factory.mktemp("cluster-plane"), node_ip=NODE_IP) as plane:
         yield plane
 
 
@@ -56,8 +58,7 @@ def node(cluster_plane: ControlPlane, cluster_paths: NodePaths, images: Images) 
     root.mkdir()
     try:
         with node_running(root, cluster_plane, cluster_paths) as n:
-            for image in (images.predictor, images.adapter):
-                n.load_image(images.tool, image)
+            n.load_image(images.tool, images.predictor)
             yield n
     finally:
         # Only once nothing is mounted below it any more: a leftover bind mount would lead rmtree out of the folder.
@@ -70,3 +71,16 @@ def node_mlflow(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A real `mlflow server` on the node's bridge address (pods reach it there; so do the tests)."""
     with mlflow_server(tmp_path_factory.mktemp("node-mlflow"), host=NODE_IP) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def knative_serving(node: Node, cluster_plane: ControlPlane) -> Iterator[RouteIngress]:
+    """Knative Serving's components running as pods on the node, and the test ingress in front (`ingress.py`)."""
+    KnativeServing(cluster_plane, node, ensure_knative()).install()
+    api = cluster_plane.api_client()
+    ingress = RouteIngress(api)
+    try:
+        yield ingress
+    finally:
+        ingress.close()
+        api.close()

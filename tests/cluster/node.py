@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from tests.cluster.forward import Forwarder
 from tests.cluster.host import Snapshot
 from tests.controlplane.build import NodePaths, cache_root
 from tests.controlplane.plane import ControlPlane, ControlPlaneError, _die_with_parent
@@ -127,6 +128,7 @@ class Node:
         self.kubelet_port, self.kubelet_health = free_port(), free_port()
         self.timings: dict[str, float] = {}
         self.janitor: subprocess.Popen[bytes] | None = None
+        self.forwarder: Forwarder | None = None  # kube-apiserver on the bridge address, for pods
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -137,6 +139,7 @@ class Node:
         self._start_janitor()
         try:
             self._timed("bridge", self._make_bridge)
+            self.forwarder = Forwarder((NODE_IP, self.plane.api_port), ("127.0.0.1", self.plane.api_port))
             self._timed("containerd", self._start_containerd)
             self._timed("pause image", self._load_pause)
             self._timed("node rbac", self._rbac)
@@ -150,6 +153,9 @@ class Node:
         """Stop every process, then let the janitor restore the host; returns what is still different."""
         for name in reversed(list(self.procs)):
             stop_group(self.procs.pop(name), timeout=10)
+        if self.forwarder is not None:
+            self.forwarder.close()
+            self.forwarder = None
         if self.janitor is None:
             return []
         (self.root / "stop").touch()

@@ -40,6 +40,12 @@ def terminated(obj: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def namespace(plane: ControlPlane, name: str) -> str:
+def namespace(plane: ControlPlane, name: str, timeout: float = 60) -> str:
+    """A new namespace, once kube-controller-manager has made its `default` ServiceAccount (pods need it)."""
     plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    deadline = time.monotonic() + timeout
+    while plane.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no default ServiceAccount in {name} after {timeout}s")
+        time.sleep(0.3)
     return name

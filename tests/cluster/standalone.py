@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 from tests.cluster import pods
-from tests.cluster.node import PAUSE_IMAGE, running
+from tests.cluster.node import NODE_IP, PAUSE_IMAGE, running
 from tests.controlplane.build import ensure_node
 from tests.controlplane.plane import running as plane_running
 
 
 def main(root: Path) -> None:
     paths = ensure_node()
-    with plane_running(root / "plane", node=True) as plane, running(root / "node", plane, paths):
+    with plane_running(root / "plane", node_ip=NODE_IP) as plane, running(root / "node", plane, paths):
         ns = pods.namespace(plane, "killed")
         plane.apply(
             {

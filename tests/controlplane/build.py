@@ -11,7 +11,7 @@ a warm call only checks that they are there. Upstream YAML (CRDs, KServe's Confi
 is read from the Go module cache, never committed: `paths.json` beside the binaries records where.
 
 `python -m tests.controlplane.build` (what `make controlplane` runs) builds what is missing and prints the paths;
-`--no-cluster` leaves out the cluster tier's components. Builds run at low priority (nice 10).
+`--no-cluster` leaves out the cluster tier's node and Knative. Builds run at nice 10.
 """
 
 from __future__ import annotations
@@ -241,7 +241,8 @@ def ensure_knative(log: list[str] | None = None) -> KnativePaths:
 def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     log: list[str] = []
-    cluster = "--no-cluster" not in (sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    cluster = "--no-cluster" not in args
     try:
         paths = ensure(log)
         versions = dict(paths.versions)
