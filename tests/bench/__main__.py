@@ -11,6 +11,7 @@ import sys
 MODULES = [
     "tests.bench.predictor",
     "tests.bench.adapter",
+    "tests.bench.cluster",
 ]
 
 
