@@ -98,6 +98,9 @@ class KnativeServing:
                 "queue-sidecar-image": QUEUE_IMAGE,
                 "registries-skipping-tag-resolving": "kind.local,ko.local,dev.local",
                 "queue-sidecar-cpu-request": "10m",
+                # A revision whose container keeps exiting is failed when its Deployment changes (or the next
+                # resync): its progress deadline (10 min by default) is what changes it for sure.
+                "progress-deadline": "60s",
             },
             "config-network": {"ingress-class": INGRESS_CLASS},
             "config-domain": {"example.com": ""},

@@ -20,8 +20,8 @@ from tests.images.containers import Images
 from tests.predictor import flavors, models
 from tests.servers import MlflowServer
 
-# Session setup (images, control plane, node, images into containerd) counts against the first test: 20 min.
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
+# Session setup (images, control plane, node, images into containerd) counts against the first test: 40 min.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def predictor_pod(name: str, image: str, env: dict[str, str]) -> dict[str, Any]:

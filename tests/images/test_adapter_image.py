@@ -17,7 +17,8 @@ from packaging.requirements import Requirement
 
 from tests.images.containers import Images, run
 
-pytestmark = pytest.mark.slow
+# The first test builds the images for the session (a cold build takes minutes).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REQUIREMENTS = Path(__file__).resolve().parents[2] / "adapter" / "requirements.txt"
 

@@ -21,7 +21,8 @@ from tests.predictor import flavors, models
 from tests.predictor.image import requirements
 from tests.servers import MlflowServer, free_port
 
-pytestmark = pytest.mark.slow
+# The first test builds the images for the session (a cold build takes minutes).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 PREDICTOR_UID = "10001"
 
