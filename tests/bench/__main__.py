@@ -14,6 +14,7 @@ MODULES = [
     "tests.bench.adapter",
     "tests.bench.auth",
     "tests.bench.inference_log",
+    "tests.bench.cluster",
 ]
 
 
