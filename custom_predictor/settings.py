@@ -173,9 +173,11 @@ class Settings(BaseSettings):
         description="Where the pod's ServiceAccount token and CA are mounted (in a pod, kubernetes mode).",
     )
     termination_message_path: str = Field(
-        "",
-        description="A file to write a permanent failure's one-line reason to as well (the template sets"
-        " Kubernetes' /dev/termination-log, read into the container's termination message); empty: none.",
+        "/dev/termination-log",
+        description="Where a permanent failure's one-line reason is written too: Kubernetes' termination-message"
+        " file by default (the kubelet creates it in every container and shows it as the container's termination"
+        " message, under any pod spec); written only if it exists, or if set to another path whose folder exists;"
+        " empty: nowhere.",
     )
 
     # The inference log (custom_predictor/inference_log, docs/inference-log.md). The adapter renders these from

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -35,9 +36,29 @@ from tests.servers import MlflowServer
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
+def _keys(plane: ControlPlane, ns: Any, model: str) -> str:
+    """An API key for the model's predictors: its hashed entry in the Secret the InferenceService mounts (the
+    platform's auth here is `apikey`: pods of this node cannot reach the API server's Service for RBAC)."""
+    from adapter import naming
+    from custom_predictor.auth.apikeys import generate
+
+    key, line = generate("cluster-tests")
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{naming.isvc_name(model)}-api-keys", "namespace": ns.name},
+        "stringData": {"keys": line + "\n"},
+    }
+    plane.apply(secret)
+    return key
+
+
 def _sync(plane: ControlPlane, ns: Any, mlflow_url: str, image: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "K8S_", "AWS_", "DEPLOY_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "K8S_", "AWS_", "DEPLOY_", "PREDICTOR_"))
+    }
     env.update(
+        PREDICTOR_AUTH="apikey",  # the Secret `_keys` writes, mounted by the kubelet
         MLFLOW_TRACKING_URI=mlflow_url,
         PREDICTOR_TRACKING_URI=mlflow_url,  # the node's bridge address: pods reach it too
         K8S_API=plane.url,
@@ -74,10 +95,13 @@ def _until_tagged(
     raise TimeoutError(f"{name} v{version} not {want} in {timeout}s: {_tags(name, version)}\n{last}\n{pods}")
 
 
-def _through_route(ingress: RouteIngress, url: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
+def _through_route(
+    ingress: RouteIngress, url: str, body: dict[str, Any] | None = None, key: str = ""
+) -> tuple[int, bytes]:
     parts = urllib.parse.urlsplit(url)
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{ingress.url}{parts.path}", data=data, headers={"Host": parts.netloc})
+    headers = {"Host": parts.netloc, **({"X-API-Key": key} if key else {})}
+    request = urllib.request.Request(f"{ingress.url}{parts.path}", data=data, headers=headers)
     if data is not None:
         request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=180) as r:
@@ -87,9 +111,10 @@ def _through_route(ingress: RouteIngress, url: str, body: dict[str, Any] | None 
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def _swagger_try_it_out(ingress: RouteIngress, endpoint: str) -> str:
+def _swagger_try_it_out(ingress: RouteIngress, endpoint: str, key: str) -> str:
     """Debian's Chromium (playwright), the test ingress as its proxy: open the Swagger page at the route's own URL,
-    "Try it out" and "Execute" on the predict operation; returns the status the page shows."""
+    give the API key in "Authorize", "Try it out" and "Execute" on the predict operation; returns the status the
+    page shows."""
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run .ci/install-browser (apt-get install chromium)"
@@ -99,6 +124,10 @@ def _swagger_try_it_out(ingress: RouteIngress, endpoint: str) -> str:
         try:
             page = browser.new_page()
             page.goto(endpoint, wait_until="networkidle", timeout=120_000)
+            page.locator("button.authorize").first.click()
+            page.locator(".auth-container form").filter(has_text="apiKey (apiKey)").locator("input").first.fill(key)
+            page.locator(".auth-container form").filter(has_text="apiKey (apiKey)").locator("button.authorize").click()
+            page.locator("button.btn-done").first.click()
             block = page.locator("#operations-predict-predict")
             block.locator(".opblock-summary").click()
             block.locator("button.try-out__btn").click()
@@ -145,21 +174,25 @@ def test_a_production_model_serves_through_knative_scales_to_zero_wakes_and_reti
         api.close()
     flavors.log(flavors.save_sklearn, "kn-risk")
     MlflowClient().set_registered_model_alias("kn-risk", "production", "1")
+    key = _keys(cluster_plane, ns, "kn-risk")
 
     tags = _until_tagged(cluster_plane, ns, node_mlflow.url, images.predictor, "kn-risk", "1", "ready")
     endpoint = tags["model_endpoint"]
     assert endpoint.startswith(tags["deployment.url"]) and ".example.com" in endpoint
     status, page = _through_route(knative_serving, endpoint)
     assert status == 200 and b"swagger-ui" in page
-    assert _swagger_try_it_out(knative_serving, endpoint) == "200"
+    assert _swagger_try_it_out(knative_serving, endpoint, key) == "200"
     row = dict.fromkeys(models.FEATURES, 1.0)
-    status, answer = _through_route(knative_serving, endpoint.rstrip("/") + "/v1/predict", {"records": [row]})
+    with pytest.raises(urllib.error.HTTPError) as refused:  # no key, no prediction, through the route too
+        _through_route(knative_serving, endpoint.rstrip("/") + "/v1/predict", {"records": [row]})
+    assert refused.value.code == 401
+    status, answer = _through_route(knative_serving, endpoint.rstrip("/") + "/v1/predict", {"records": [row]}, key)
     assert status == 200 and len(json.loads(answer)["predictions"]) == 1
 
     # No traffic: Knative scales the revision to zero, no pod is left.
     _wait_pods(cluster_plane, ns.name, want_none=True)
     # The next request is held by the activator until a new pod is ready, and answers 200.
-    status, answer = _through_route(knative_serving, endpoint.rstrip("/") + "/v1/predict", {"records": [row]})
+    status, answer = _through_route(knative_serving, endpoint.rstrip("/") + "/v1/predict", {"records": [row]}, key)
     assert status == 200 and len(json.loads(answer)["predictions"]) == 1
     assert _revision_pods(cluster_plane, ns.name)
 
@@ -196,6 +229,7 @@ def test_a_second_version_rolls_out_on_the_same_url_with_a_real_canary_split(
     flavors.log(flavors.save_sklearn, "kn-canary")
     flavors.log(flavors.save_sklearn, "kn-canary")
     client.set_registered_model_alias("kn-canary", "production", "1")
+    key = _keys(cluster_plane, ns, "kn-canary")
     v1 = _until_tagged(cluster_plane, ns, node_mlflow.url, images.predictor, "kn-canary", "1", "ready")
 
     client.set_model_version_tag("kn-canary", "2", "serving.canary_percent", "50")
@@ -213,7 +247,7 @@ def test_a_second_version_rolls_out_on_the_same_url_with_a_real_canary_split(
     seen: dict[str, int] = {}
     predict = v2["model_endpoint"].rstrip("/") + "/v1/predict"
     for _ in range(40):
-        status, answer = _through_route(knative_serving, predict, {"records": [row]})
+        status, answer = _through_route(knative_serving, predict, {"records": [row]}, key)
         assert status == 200
         version = str(json.loads(answer)["version"])
         seen[version] = seen.get(version, 0) + 1
@@ -252,9 +286,8 @@ def test_a_model_that_cannot_be_served_fails_with_the_predictors_line_from_the_k
     MlflowClient().set_registered_model_alias("kn-broken", "production", "1")
     _until_tagged(cluster_plane, ns, node_mlflow.url, images.predictor, "kn-broken", "1", "failed")
     # The predictor's one line, as the kubelet read it from the container's termination message: Knative fails the
-    # revision with it and KServe carries it into the InferenceService (PredictorConfigurationReady). KServe's
-    # PredictorReady may instead carry the route's side ("RevisionMissing: ... does not have any ready Revision"),
-    # and that is what the adapter of this branch copies to deployment.message (see the report of issue 26).
+    # revision with it, KServe carries it into the InferenceService (PredictorConfigurationReady), and the adapter
+    # writes it to deployment.message (before the route's "RevisionMissing" that PredictorReady may say).
     line = "custom_predictor: model kn-broken version 1 cannot be served"
     deadline = time.monotonic() + 300
     while True:
@@ -269,3 +302,9 @@ def test_a_model_that_cannot_be_served_fails_with_the_predictors_line_from_the_k
         time.sleep(2)
     assert conditions["PredictorConfigurationReady"]["reason"] == "RevisionFailed"
     assert "Container failed with: " + line in message  # the line, as the kubelet kept it
+    deadline = time.monotonic() + 120
+    while line not in _tags("kn-broken", "1").get("deployment.message", ""):
+        assert time.monotonic() < deadline, _tags("kn-broken", "1")
+        _sync(cluster_plane, ns, node_mlflow.url, images.predictor)
+        time.sleep(2)
+    assert _tags("kn-broken", "1")["deployment.status"] == "failed"
