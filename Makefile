@@ -38,7 +38,7 @@ lint: install ## ruff, mypy and import-linter contracts
 demo: install ## Run it all locally: MLflow, two example models, the adapter, predictors (no cluster)
 	$(PY) scripts/demo.py
 
-bench: install controlplane ## Benchmarks (figures go in the README); installs Debian's wrk if missing
+bench: install controlplane ## Benchmarks, side by side with the alternatives; figures into docs/benchmarks.md (needs wrk: installed)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "make bench needs wrk (apt-get install wrk)" >&2; exit 1; }
 	$(PY) -m tests.bench
