@@ -90,9 +90,8 @@ class Settings(BaseSettings):
     )
     verify_kernel: bool = Field(
         True,
-        description="Once serving, run the library on probe rows in a low-priority child process (scikit-learn"
-        " for a numpy kernel, torch.export.load for a pt2 archive the predictor read itself) and switch to it if"
-        " the outputs differ.",
+        description="Once serving, run scikit-learn on probe rows in a low-priority child process and compare it with"
+        " the numpy kernel; on a difference, or when the check cannot run, scikit-learn serves from then on.",
     )
     download_dir: str | None = Field(None, description="Where to download model artifacts (default: a temp dir).")
     requirements_check: Literal["strict", "warn", "off"] = Field(
