@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 PERMANENT, TRANSIENT = 2, 75
+KUBERNETES_TERMINATION_LOG = "/dev/termination-log"
+"""The default TERMINATION_MESSAGE_PATH: the kubelet creates it; elsewhere it is not made."""
 
 
 def report(line: str, path: str | None) -> None:
@@ -31,7 +33,7 @@ def report(line: str, path: str | None) -> None:
     for handler in logging.getLogger().handlers:
         handler.flush()
     print(line, file=sys.stderr, flush=True)
-    if path and Path(path).parent.is_dir():
+    if path and (Path(path).exists() or (path != KUBERNETES_TERMINATION_LOG and Path(path).parent.is_dir())):
         try:
             Path(path).write_text(line + "\n", encoding="utf-8")
         except OSError:

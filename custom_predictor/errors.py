@@ -175,6 +175,21 @@ _CASES: list[tuple[int, str, str, str, list[dict[str, str]]]] = [
         INVALID,
         _DETAIL,
     ),
+    (
+        401,
+        "No valid credential (docs/security.md): WWW-Authenticate says how.",
+        "unauthenticated",
+        "a valid credential is required",
+        [],
+    ),
+    (403, "The caller may not use this model.", "forbidden", "this caller may not use this model", []),
+    (
+        413,
+        "The body is larger than this predictor takes (the limit is in the message).",
+        "too_large",
+        "the request body is larger than this predictor's limit of 16777216 bytes",
+        [],
+    ),
     (500, "The model failed (the input is not echoed).", "model_error", "the model raised RuntimeError", []),
     (503, "The model is not loaded yet, or its self-test failed.", "not_ready", "the model is still loading", []),
 ]

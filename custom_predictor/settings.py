@@ -90,9 +90,8 @@ class Settings(BaseSettings):
     )
     verify_kernel: bool = Field(
         True,
-        description="Once serving, run the library on probe rows in a low-priority child process (scikit-learn"
-        " for a numpy kernel, torch.export.load for a pt2 archive the predictor read itself) and switch to it if"
-        " the outputs differ.",
+        description="Once serving, run scikit-learn on probe rows in a low-priority child process and compare it with"
+        " the numpy kernel; on a difference, or when the check cannot run, scikit-learn serves from then on.",
     )
     download_dir: str | None = Field(None, description="Where to download model artifacts (default: a temp dir).")
     requirements_check: Literal["strict", "warn", "off"] = Field(
@@ -173,9 +172,11 @@ class Settings(BaseSettings):
         description="Where the pod's ServiceAccount token and CA are mounted (in a pod, kubernetes mode).",
     )
     termination_message_path: str = Field(
-        "",
-        description="A file to write a permanent failure's one-line reason to as well (the template sets"
-        " Kubernetes' /dev/termination-log, read into the container's termination message); empty: none.",
+        "/dev/termination-log",
+        description="Where a permanent failure's one-line reason is written too: Kubernetes' termination-message"
+        " file by default (the kubelet creates it in every container and shows it as the container's termination"
+        " message, under any pod spec); written only if it exists, or if set to another path whose folder exists;"
+        " empty: nowhere.",
     )
 
     # The inference log (custom_predictor/inference_log, docs/inference-log.md). The adapter renders these from

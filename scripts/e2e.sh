@@ -49,6 +49,7 @@ MLFLOW_URI="http://127.0.0.1:${MLFLOW_PORT}" # MLflow as the host sees it (pods 
 PYTHON="${PYTHON:-.venv/bin/python}"
 READY_TIMEOUT="${E2E_READY_TIMEOUT:-900}"
 ZERO_TIMEOUT="${E2E_SCALE_TO_ZERO_TIMEOUT:-600}"
+export CONTAINER_TOOL=docker # kind loads images from docker
 export ADAPTER_IMAGE="kind.local/service-builder-adapter:dev"
 export PREDICTOR_IMAGE="kind.local/service-builder-predictor:dev"
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true

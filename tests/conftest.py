@@ -69,5 +69,6 @@ from tests.controlplane.fixtures import (  # noqa: E402
     knative,
     kube_proxy,
 )
+from tests.images.fixtures import images  # noqa: E402
 
-__all__ = ["admin_api", "cluster", "control_plane", "k8s_namespace", "knative", "kube_proxy"]
+__all__ = ["admin_api", "cluster", "control_plane", "images", "k8s_namespace", "knative", "kube_proxy"]

@@ -8,6 +8,8 @@ its own code calls a helper that makes one, followed through the functions of te
   objectstore   SeaweedFS, the S3-compatible server (`make controlplane`)
   predictor     a `python -m custom_predictor` process
   model         real models trained or saved with MLflow in the test (`fit`, `save_model`, `log_model`)
+  images        the project's images, built with docker or podman (tests/images)
+  cluster       a real node (kubelet, containerd, runc, CNI) and Knative Serving here (tests/cluster)
   browser       Chromium driven by Playwright (.ci/install-browser)
   torch         PyTorch (`make install` links a cached copy into the venv)
 
@@ -17,7 +19,7 @@ test by hand. A helper that makes a resource is known here (HELPERS, by name) or
 test that starts such a process fails at once, naming what it started (`guard`).
 
 A missing optional part (torch, Chromium) is a failure in CI (CI set, as .ci/run does) and a skip saying what to
-install anywhere else.
+install anywhere else; the `images` and `cluster` fixtures do the same for docker or podman and the node's tools.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ NEEDS: dict[str, str] = {
     "objectstore": "SeaweedFS, the S3-compatible server `make controlplane` builds",
     "predictor": "a `python -m custom_predictor` process",
     "model": "real models trained or saved with MLflow in the test (seconds each: MLflow infers their requirements)",
+    "images": "the project's images built with docker or podman (.ci/install-containers; minutes when cold)",
+    "cluster": "a real node (kubelet, containerd, runc, CNI) and Knative Serving here (root; .ci/install-containers)",
     "browser": "Chromium (.ci/install-browser) driven by Playwright",
     "torch": "PyTorch (`make install`)",
 }
@@ -57,6 +61,12 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "tests.objectstore.build.ensure": ("objectstore",),
     "tests.demo.test_demo.DEMO": ("mlflow", "predictor"),  # scripts/demo.py starts MLflow and predictors
     "adapter.local.LocalCluster": ("predictor",),  # DEPLOY_TARGET=local: predictor processes
+    "tests.images.containers.built": ("images",),  # scripts/base-image.sh and scripts/images.sh
+    "tests.controlplane.build.ensure_node": ("cluster",),
+    "tests.controlplane.build.ensure_knative": ("cluster",),
+    "tests.cluster.node.running": ("cluster",),
+    "tests.cluster.node.Node": ("cluster",),
+    "tests.cluster.knative.KnativeServing": ("cluster",),
 }
 # What code runs, seen in the string constants of one function (or a process's argv): each word of a signature
 # is a constant of its own (`[sys.executable, "-m", "custom_predictor"]`), or they follow each other in one
@@ -80,6 +90,10 @@ PROGRAMS = {
     "kserve-manager": "controlplane",
     "go": "controlplane",
     "weed": "objectstore",
+    "podman": "images",
+    "docker": "images",
+    "kubelet": "cluster",
+    "containerd": "cluster",
     "chromium": "browser",
     "chrome": "browser",
 }

@@ -348,12 +348,20 @@ def test_images_script_builds_both_images_from_the_repo_root(stand_ins: dict[str
     dry = run_script(stand_ins, script="images.sh", E2E_DRY_RUN="1")
     assert dry.returncode == 0 and calls(stand_ins) == []
     assert printed(dry.stdout) == [
-        "docker build -f adapter/Dockerfile -t kind.local/service-builder-adapter:dev .",
-        "docker build -f custom_predictor/Dockerfile --target base -t kind.local/service-builder-predictor:dev .",
+        "docker build -f adapter/Dockerfile -t ghcr.io/service-builder/adapter:0.1.0 .",
+        "docker build -f custom_predictor/Dockerfile --target base -t ghcr.io/service-builder/custom-predictor:0.1.0 .",
         "docker build -f custom_predictor/Dockerfile --target pytorch -t"
-        " kind.local/service-builder-predictor-pytorch:dev .",
+        " ghcr.io/service-builder/custom-predictor-pytorch:0.1.0 .",
     ]
-    proc = run_script(stand_ins, script="images.sh", ADAPTER_IMAGE="a:1", PREDICTOR_IMAGE="reg:5000/p:1")
+    # The defaults are the names the manifests and the adapter use.
+    from adapter.settings import AdapterSettings
+
+    assert AdapterSettings.model_fields["predictor_image"].default == "ghcr.io/service-builder/custom-predictor:0.1.0"
+    kustomization = (REPO / "deploy" / "base" / "kustomization.yaml").read_text()
+    assert "newName: ghcr.io/service-builder/adapter\n    newTag: 0.1.0" in kustomization
+    proc = run_script(
+        stand_ins, script="images.sh", CONTAINER_TOOL="docker", ADAPTER_IMAGE="a:1", PREDICTOR_IMAGE="reg:5000/p:1"
+    )
     assert proc.returncode == 0
     assert calls(stand_ins) == [
         "docker build -f adapter/Dockerfile -t a:1 .",
@@ -371,3 +379,30 @@ def test_images_script_stops_at_the_first_failing_build(stand_ins: dict[str, str
     assert proc.returncode != 0
     assert "stand-in failure: docker build -f custom_predictor/Dockerfile --target base" in proc.stderr
     assert not any("--target pytorch" in c for c in calls(stand_ins)), "nothing after the failing build may run"
+
+
+def test_images_script_picks_podman_when_no_docker_engine_answers(stand_ins: dict[str, str], tmp_path: Path) -> None:
+    """No CONTAINER_TOOL, `docker info` fails (a CLI without an engine): podman builds, told each Dockerfile's own
+    .dockerignore, rlimits within the hard limits and the host's network; a failed build names the stand-in."""
+    podman = tmp_path / "bin" / "podman"
+    podman.write_text(FAKE)
+    podman.chmod(0o755)
+    proc = run_script(
+        stand_ins, script="images.sh", FAKE_FAIL_MATCH="docker info", PYTORCH_IMAGE="", ADAPTER_IMAGE="a:1"
+    )
+    assert proc.returncode == 0, proc.stderr
+    made = calls(stand_ins)
+    assert made[0] == "docker info"
+    flags = r"--ulimit=nofile=\d+:\d+ --ulimit=nproc=\d+:\d+ --network=host"
+    assert re.fullmatch(
+        rf"podman build --ignorefile adapter/Dockerfile.dockerignore {flags} -f adapter/Dockerfile -t a:1 \.", made[1]
+    ), made[1]
+    assert re.fullmatch(
+        rf"podman build --ignorefile custom_predictor/Dockerfile.dockerignore {flags} -f custom_predictor/Dockerfile"
+        r" --target base -t ghcr.io/service-builder/custom-predictor:0.1.0 \.",
+        made[2],
+    ), made[2]
+    assert len(made) == 3
+    failed = run_script(stand_ins, script="images.sh", FAKE_FAIL_MATCH="podman build", CONTAINER_TOOL="podman")
+    assert failed.returncode == 1
+    assert "make base-image (scripts/base-image.sh)" in failed.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -185,3 +186,60 @@ def test_try_it_out_predicts_for_each_flavor(
         page.page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
         assert page.off_host() == [] and page.problems == []
         page.context.close()
+
+
+@pytest.fixture(scope="module")
+def protected(mlflow_srv: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Predictor, str]]:
+    """The contract model behind API keys (a keys file written by `keygen`)."""
+    import mlflow
+
+    from custom_predictor.auth.apikeys import generate
+    from tests.predictor.models import log_contract_model
+
+    mlflow.set_tracking_uri(mlflow_srv.url)
+    mlflow.set_registry_uri(mlflow_srv.url)
+    root = tmp_path_factory.mktemp("protected")
+    key, line = generate("swagger")
+    (root / "keys").write_text(line + "\n")
+    uri = log_contract_model(f"{MODEL_NAME} Protected")
+    env = {"AUTH_MODES": "apikey", "AUTH_API_KEYS_FILE": str(root / "keys")}
+    with running_predictor(uri, mlflow_srv.url, PATH, root, SERVICE_PATH=PATH, **env) as p:
+        yield p, key
+
+
+def execute(block: Any) -> tuple[str, str]:
+    """Execute the operation open in `block` (Try it out already on); the status and body the page shows."""
+    block.locator("button.execute").click()
+    status = block.locator(".live-responses-table tr.response .response-col_status").first
+    status.wait_for(timeout=20_000)
+    answer = block.locator(".live-responses-table tr.response .response-col_description pre").first.inner_text()
+    return status.inner_text().strip(), answer
+
+
+@pytest.mark.parametrize(("tag", "operation", "url"), PREDICTIONS, ids=[p[1] for p in PREDICTIONS])
+@pytest.mark.parametrize("scheme", ["apiKey", "bearer"])
+def test_authorize_with_a_key_then_try_it_out_answers_200(
+    protected: tuple[Predictor, str], browser: Browser, tmp_path: Path, tag: str, operation: str, url: str, scheme: str
+) -> None:
+    """Behind auth the page and its document still load without a credential; Execute answers 401 until the key
+    is given in Swagger UI's Authorize dialog (as X-API-Key or as a bearer token), then 200."""
+    predictor, key = protected
+    page = Page(browser)
+    page.page.goto(f"{predictor.api}/", wait_until="networkidle")
+    block = page.page.locator(f"#operations-{tag}-{operation}")
+    block.locator(".opblock-summary").click()
+    block.locator("button.try-out__btn").click()
+    assert execute(block)[0] == "401"
+    page.page.locator("button.authorize").first.click()
+    heading = {"apiKey": "apiKey (apiKey)", "bearer": "bearer (http, Bearer)"}[scheme]
+    dialog = page.page.locator(".auth-container form").filter(has_text=heading)
+    dialog.locator("input").first.fill(key)
+    dialog.locator("button.authorize").click()
+    page.page.locator("button.btn-done").first.click()
+    block.locator("button.btn-clear").click()  # the 401 shown before: gone, so the next answer is the new one
+    status, answer = execute(block)
+    page.page.screenshot(path=str(tmp_path / f"{operation}-{scheme}.png"), full_page=True)
+    assert status == "200", answer
+    assert any(u.endswith(url) for u in page.requests), page.requests
+    assert [p for p in page.problems if not p.startswith("401 ")] == [] and page.off_host() == []
+    page.context.close()

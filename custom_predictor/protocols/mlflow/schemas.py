@@ -43,6 +43,25 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         },
         "The input is not valid (MLflow's INVALID_PARAMETER_VALUE or BAD_REQUEST), or the model raised.",
     ),
+    401: documented(
+        MlflowErrorBody,
+        {"error_code": "UNAUTHENTICATED", "message": "a valid credential is required", "details": []},
+        "No valid credential (docs/security.md): WWW-Authenticate says how.",
+    ),
+    403: documented(
+        MlflowErrorBody,
+        {"error_code": "PERMISSION_DENIED", "message": "this caller may not use this model", "details": []},
+        "The caller may not use this model.",
+    ),
+    413: documented(
+        MlflowErrorBody,
+        {
+            "error_code": "BAD_REQUEST",
+            "message": "the request body is larger than this predictor's limit",
+            "details": [],
+        },
+        "The body is larger than this predictor takes.",
+    ),
     415: {"description": "Not JSON or CSV (a text/plain message, as MLflow's).", "content": {"text/plain": {}}},
     503: documented(
         MlflowErrorBody,

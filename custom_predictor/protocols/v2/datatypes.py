@@ -10,6 +10,7 @@ documents the same ranges.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,12 @@ METADATA_TYPES = {"integer": "INT64", "double": "FP64", "boolean": "BOOL", "stri
 
 def matrix_datatypes(contract: Contract) -> tuple[str, ...]:
     """Datatypes of a single 2-D tensor: those every input accepts, else (mixed types) those any input accepts."""
-    sets = [DATATYPES[i.type] for i in contract.inputs]
+    return _matrix_datatypes(tuple(i.type for i in contract.inputs))
+
+
+@functools.cache
+def _matrix_datatypes(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    sets = [DATATYPES[kind] for kind in kinds]
     common = [d for d in sets[0] if all(d in s for s in sets)]
     return tuple(common) if common else tuple(dict.fromkeys(d for s in sets for d in s))
 
