@@ -32,7 +32,11 @@ class AdapterSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
-    mlflow_tracking_uri: str = Field("http://127.0.0.1:5000", description="MLflow server the adapter polls.")
+    mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000",
+        description="MLflow server the adapter polls (its credentials: MLFLOW_TRACKING_USERNAME/PASSWORD or"
+        " MLFLOW_TRACKING_TOKEN, read by the MLflow client).",
+    )
     k8s_name_space: str = Field("default", description="Namespace the InferenceServices live in.")
     predictor_image: str = Field(
         "ghcr.io/service-builder/custom-predictor:0.1.0",
@@ -52,12 +56,16 @@ class AdapterSettings(BaseSettings):
     model_name_like: str = Field(
         "", description="Only models whose name matches this MLflow LIKE pattern (e.g. `team-a-%`); empty: all."
     )
-    predictor_tracking_uri: str = Field("", description="Tracking URI as predictor pods see it.")
+    predictor_tracking_uri: str = Field(
+        "", description="Tracking URI as predictor pods see it; empty: MLFLOW_TRACKING_URI."
+    )
     mlflow_ui_url: str = Field(
         "", description="MLflow UI as users reach it, for the links on each InferenceService; default the tracking URI."
     )
     predictor_secret_name: str = Field(
-        "", description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the predictor; empty: none."
+        "",
+        description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the predictor, referenced"
+        " (secretKeyRef): its values never enter a manifest; empty: none.",
     )
     mlflow_s3_endpoint_url: str = Field("", description="S3 endpoint for MLflow artifacts (not a secret).")
     writeback_concurrency: int = Field(
@@ -201,7 +209,9 @@ class AdapterSettings(BaseSettings):
     leader_election_retry_period_seconds: float = Field(
         2.0, gt=0, description="Seconds between attempts to acquire or renew the Lease."
     )
-    pod_name: str = Field("", description="This replica's identity in the Lease (the Deployment sets POD_NAME).")
+    pod_name: str = Field(
+        "", description="This replica's identity in the Lease (the Deployment sets POD_NAME); empty: host name and pid."
+    )
     pod_ip: str = Field(
         "",
         description="This replica's address (the Deployment sets POD_IP from status.podIP): the leader publishes"

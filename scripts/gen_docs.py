@@ -44,9 +44,9 @@ ADAPTER_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("The reconcile loop", ("POLL_INTERVAL_SECONDS", "WRITEBACK_CONCURRENCY", "ROLLOUT_DEADLINE_SECONDS")),
     ("Limits of the owners' `serving.*` tags", ("SERVING_",)),
-    ("Who may call the predictors (docs/security.md)", ("PREDICTOR_AUTH", "PREDICTOR_SERVICE_ACCOUNT")),
+    ("Who may call the predictors ([security.md](security.md))", ("PREDICTOR_AUTH", "PREDICTOR_SERVICE_ACCOUNT")),
     ("How `mlflow deployments predict` authenticates", ("PREDICTOR_TOKEN", "PREDICTOR_API_KEY")),
-    ("The inference log (docs/inference-log.md)", ("INFERENCE_LOG_",)),
+    ("The inference log ([inference-log.md](inference-log.md))", ("INFERENCE_LOG_",)),
     ("Kubernetes access", ("K8S_", "KUBECONFIG")),
     ("Webhooks and health", ("WEBHOOK_", "MLFLOW_WEBHOOK_", "HEALTH_")),
     ("Leader election", ("LEADER_ELECTION", "POD_")),
@@ -60,8 +60,8 @@ PREDICTOR_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("Request limits", ("MAX_", "MEMORY_BUDGET_", "BUDGET_WAIT_", "BODY_TIMEOUT_", "PREDICT_THREADS")),
     ("Speed", ("FAST_PATH", "KERNELS", "VERIFY_KERNEL")),
-    ("Who may call it (docs/security.md)", ("AUTH_", "KUBECONFIG", "KUBERNETES_SERVICE_")),
-    ("The inference log (docs/inference-log.md)", ("INFERENCE_LOG_",)),
+    ("Who may call it ([security.md](security.md))", ("AUTH_", "KUBECONFIG", "KUBERNETES_SERVICE_")),
+    ("The inference log ([inference-log.md](inference-log.md))", ("INFERENCE_LOG_",)),
 ]
 
 
@@ -153,15 +153,17 @@ def configuration() -> str:
             "",
             "## The adapter (`service-builder run`, the reconciler)",
             "",
-            "`adapter/settings.py`. Also read by `mlflow deployments -t kserve` (the plugin) and `service-builder"
-            " render | status | run-local`.",
+            "[`adapter/settings.py`](../adapter/settings.py). Also read by `mlflow deployments -t kserve` (the"
+            " plugin) and `service-builder render | status | run-local`. What the adapter does with them:"
+            " [adapter.md](adapter.md).",
             "",
             *settings_section(AdapterSettings, ADAPTER_GROUPS),
             "## The predictor (`python -m custom_predictor`, one per served model)",
             "",
-            "`custom_predictor/settings.py`. On a cluster the adapter renders these into each InferenceService from"
-            " its own settings and the model's `serving.*` tags (docs/serving-tags.md); set by hand, they run the"
-            " predictor anywhere else.",
+            "[`custom_predictor/settings.py`](../custom_predictor/settings.py). On a cluster the adapter renders"
+            " these into each InferenceService from its own settings and the model's `serving.*` tags"
+            " ([serving-tags.md](serving-tags.md)); set by hand, they run the predictor anywhere else. What the"
+            " predictor does with them: [predictor.md](predictor.md).",
             "",
             *settings_section(Settings, PREDICTOR_GROUPS),
         ]
@@ -205,9 +207,11 @@ def serving_tags() -> str:
             "",
             "Model owners steer how their model is served with MLflow tags named `serving.<key>`: on the"
             " registered model (every version) or on a version (wins over the model's). Each value is checked"
-            " against its rule and the platform's caps (docs/configuration.md, `SERVING_*`); the first bad tag"
-            " fails that model with a message naming the tag and the rule, and nothing is applied for it. The"
-            " same keys, without `serving.`, are the `-C` options of `mlflow deployments create -t kserve`.",
+            " against its rule and the platform's caps ([configuration.md](configuration.md), `SERVING_*`); the"
+            " first bad tag fails that model with a message naming the tag and the rule, and nothing is applied"
+            " for it. The"
+            " same keys, without `serving.`, are the `-C` options of `mlflow deployments create -t kserve`. How"
+            " owners use them (canaries, `render` and `status --explain`): [serving.md](serving.md).",
             "",
             "Defaults are what the adapter renders when no tag is set: `template` is"
             " inferenceservice_templates/inferenceservice.yaml, an upper-case name is a setting of the adapter"
