@@ -111,6 +111,8 @@ def test_the_guard_stops_a_fast_test_that_starts_a_predictor(request: pytest.Fix
         ("python -m mlflow server --port 5000", "mlflow"),
         ("/root/.cache/service-builder/controlplane/kube-v1/kube-apiserver --etcd-servers=x", "controlplane"),
         ("/usr/bin/chromium --headless", "browser"),
+        ("podman run --rm kind.local/service-builder-predictor:dev", "images"),
+        ("/root/.cache/service-builder/controlplane/node-v1/kubelet --config=x", "cluster"),
         ("python -m custom_predictor.auth keygen", None),
         ("bash scripts/e2e.sh up", None),
     ],
