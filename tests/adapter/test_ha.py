@@ -158,9 +158,9 @@ def test_one_leader_reconciles_and_a_killed_one_is_replaced_within_the_lease_dur
     until(lambda: lease_annotation(world) == leader_url, 10, "the leader to publish its receiver")
     assert post(b.port, delivery(tag_event(name))) == (202, {"status": "forwarded", "model": name, "to": leader_url})
     assert sample(b.metrics(), "service_builder_webhook_deliveries_total", result="forwarded") == 1
-    until(lambda: f"Webhook reconcile models={name}" in a.text(), 10, "the leader's webhook reconcile")
+    until(lambda: f"Reconcile models={name} cause=webhook" in a.text(), 10, "the leader's webhook reconcile")
     assert sample(a.metrics(), "service_builder_webhook_deliveries_total", result="queued") == 1
-    assert b.passes() == 0 and "Webhook reconcile" not in b.text()
+    assert b.passes() == 0 and "Reconcile models=" not in b.text()
 
     version_tags, model_tags = world.tags(name, 1), dict(world.mlflow.get_registered_model(name).tags)
     killed = time.monotonic()
