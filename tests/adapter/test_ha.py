@@ -152,6 +152,7 @@ def test_one_leader_reconciles_and_a_killed_one_is_replaced_within_the_lease_dur
     assert applies(world, isvc) == 1, "two replicas, one apply"
     assert b.passes() == 0 and sample(b.metrics(), "service_builder_leader") == 0
     assert sample(a.metrics(), "service_builder_leader") == 1
+    assert "Watch listed" in a.text() and "Watch listed" not in b.text(), "only the leader watches"
 
     # A webhook that reaches the standby is forwarded to the leader, which reconciles it; the standby does not.
     leader_url = f"http://127.0.0.1:{a.port}/webhooks/mlflow"
@@ -170,6 +171,7 @@ def test_one_leader_reconciles_and_a_killed_one_is_replaced_within_the_lease_dur
     # The Lease was renewed at most one retry period before the kill; b looks once per retry period.
     assert took <= 6 + 0.5 + 1.0, f"takeover after {took:.1f}s"
     until(lambda: b.get("/readyz")[1].get("leader") is True, 5, "b to report itself leader")
+    until(lambda: "Watch listed" in b.text(), 10, "the new leader's watch, from a fresh list")
     until(lambda: sample(b.metrics(), "service_builder_passes_total", result="ok") >= 2, 30, "b's passes")
     assert applies(world, isvc) == 1, "the new leader found nothing to apply"
     assert world.tags(name, 1) == version_tags, "the new leader rewrote no tag"
