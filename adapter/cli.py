@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,8 +19,6 @@ from pydantic import ValidationError
 from adapter.errors import AdapterError
 from adapter.log import configure
 from adapter.settings import AdapterSettings
-
-log = logging.getLogger("adapter")
 
 
 def invalid_configuration(e: ValidationError) -> str:
