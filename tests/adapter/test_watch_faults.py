@@ -69,12 +69,26 @@ def tagged(caplog: pytest.LogCaptureFixture, name: str, version: str = "1") -> l
 
 
 def deploying(world: World, adapter: Callable[..., Manager], **settings: Any) -> tuple[str, str]:
-    """A model marked production, applied by the loop's first pass, its watch open: (model, InferenceService)."""
+    """A model marked production, applied by the loop's first pass, its watch open, and all quiet: KServe has
+    stopped writing the service, and no reconcile is queued or running (one would read whatever is there, watch
+    or not). Returns (model, InferenceService)."""
     name = world.model("watched", stage="production")
-    adapter(**settings)
+    isvc = naming.isvc_name(name)
+    manager = adapter(**settings)
     until(lambda: world.tags(name, 1).get("deployment.status") == "deploying", 60, "the first pass")
     until(lambda: world.kube.open_watches() == 1, 30, "the watch")
-    return name, naming.isvc_name(name)
+    seen = {"version": "", "since": time.monotonic()}
+
+    def quiet() -> bool:
+        version = str(((world.isvc(isvc) or {}).get("metadata") or {}).get("resourceVersion"))
+        if version != seen["version"]:
+            seen.update(version=version, since=time.monotonic())
+        due = [manager.queue.due_in(n) for n in manager.queue.pending]  # (the rollout's deadline is, in 600 s)
+        idle = all(d is not None and d > 60 for d in due) and not manager.in_pass.is_set()
+        return idle and time.monotonic() - float(seen["since"]) > 1.5
+
+    until(quiet, 30, "KServe and the adapter to be done with the first apply")
+    return name, isvc
 
 
 def lists(world: World) -> int:
