@@ -9,9 +9,10 @@ Many requests, few reconciles (controller-runtime's workqueue, in small):
 - deduplicated: a model already pending is not queued twice; the reconcile it gets reads the latest state;
 - settled: a model requested for the first time is due `settle` seconds later, so events that come together
   (an alias and a tag set by one script, the several status updates of one rollout) make one reconcile;
-- rate-limited per model: a model is returned at most once per `cooldown` seconds; requests in between are
-  held (never dropped) and answered by one more reconcile when the cooldown ends. Other models are not held
-  back by one model's cooldown;
+- rate-limited per model, by a token bucket: up to `burst` reconciles at once (a rollout's apply and KServe's
+  first status writes each get theirs at once), then one per `cooldown` seconds; requests in between are held
+  (never dropped) and answered by one more reconcile when a token is back. Other models are not held back by
+  one model's rate;
 - delayed: `request(name, after=s)` makes it due no sooner than `s` seconds from now (a deadline, a backoff);
   an earlier request wins, since every reconcile asks again for what it still waits for;
 - `resync()` asks for a full pass (after a watch's relist, a new leader's first list).
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 SETTLE_SECONDS = 0.1
 COOLDOWN_SECONDS = 1.0
+BURST = 3
 
 
 @dataclass(frozen=True)
@@ -47,25 +49,33 @@ class WorkQueue:
         self,
         settle: float = SETTLE_SECONDS,
         cooldown: float = COOLDOWN_SECONDS,
+        burst: int = BURST,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settle = settle
         self._cooldown = cooldown
+        self._burst = burst
         self._clock = clock
         self._cond = threading.Condition()
         self._due: dict[str, float] = {}  # pending name -> clock time it may be returned
-        self._fired: dict[str, float] = {}  # name -> when `wait` last returned it
+        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, when counted); absent: full
         self._why: dict[str, set[str]] = {}  # pending name -> who asked
         self._resync = False
         self._closed = False
 
+    def _tokens(self, name: str, now: float) -> float:
+        tokens, at = self._buckets.get(name, (float(self._burst), now))
+        if self._cooldown <= 0:
+            return float(self._burst)
+        return min(float(self._burst), tokens + (now - at) / self._cooldown)
+
     def request(self, name: str, after: float = 0.0, reason: str = "request") -> None:
-        """Queue a reconcile of `name`, due in `settle` seconds (or `after`, if later), once its cooldown is over.
+        """Queue a reconcile of `name`, due in `settle` seconds (or `after`, if later), once it has a token.
         `reason` (webhook, change, requeue...) is only reported."""
         with self._cond:
             now = self._clock()
-            after_cooldown = self._fired.get(name, now - self._cooldown) + self._cooldown
-            due = max(now + max(self._settle, after), after_cooldown)
+            token_back = now + max(0.0, 1.0 - self._tokens(name, now)) * self._cooldown
+            due = max(now + max(self._settle, after), token_back)
             if name in self._due and self._due[name] <= due:
                 return  # already pending, as soon or sooner
             self._due[name] = due
@@ -90,8 +100,10 @@ class WorkQueue:
                     for name in ready:
                         del self._due[name]
                         reasons |= self._why.pop(name, set())
-                    self._fired = {n: t for n, t in self._fired.items() if t > now - self._cooldown}
-                    self._fired.update(dict.fromkeys(ready, now))
+                        self._buckets[name] = (self._tokens(name, now) - 1.0, now)
+                    full = [n for n in self._buckets if self._tokens(n, now) >= self._burst]
+                    for name in full:  # a full bucket is the default: keep only those that are not
+                        del self._buckets[name]
                     work = Work(ready, self._resync, frozenset(reasons))
                     self._resync = False
                     return work
@@ -104,7 +116,7 @@ class WorkQueue:
         """Forget everything pending (leadership lost: the next leader starts from a fresh list)."""
         with self._cond:
             self._due.clear()
-            self._fired.clear()
+            self._buckets.clear()
             self._why.clear()
             self._resync = False
 

@@ -44,7 +44,7 @@ def wake_ups_during(t: WorkQueue, send) -> list[tuple[float, set[str]]]:
 
 
 def test_a_fast_burst_wakes_the_loop_once() -> None:
-    t = WorkQueue(settle=0.5, cooldown=2.0)
+    t = WorkQueue(settle=0.5, cooldown=2.0, burst=1)
 
     def burst() -> None:
         for _ in range(10):  # about 0.1 s: well inside `settle`
@@ -55,7 +55,7 @@ def test_a_fast_burst_wakes_the_loop_once() -> None:
 
 
 def test_a_slow_burst_wakes_the_loop_once_per_cooldown_and_covers_the_last_event() -> None:
-    t = WorkQueue(settle=0.02, cooldown=0.3)
+    t = WorkQueue(settle=0.02, cooldown=0.3, burst=1)
     last_sent: list[float] = []
 
     def burst() -> None:
@@ -76,7 +76,7 @@ def test_a_slow_burst_wakes_the_loop_once_per_cooldown_and_covers_the_last_event
 
 
 def test_one_models_cooldown_does_not_hold_back_another() -> None:
-    t = WorkQueue(settle=0.01, cooldown=5.0)
+    t = WorkQueue(settle=0.01, cooldown=5.0, burst=1)
     t.request("m")
     assert t.wait(1).names == {"m"}
     t.request("m")
@@ -89,7 +89,7 @@ def test_one_models_cooldown_does_not_hold_back_another() -> None:
 
 
 def test_trigger_is_thread_safe() -> None:
-    t = WorkQueue(settle=0.001, cooldown=0.01)
+    t = WorkQueue(settle=0.001, cooldown=0.01, burst=1)
     names = {f"model-{i}" for i in range(20)}
     got: set[str] = set()
 
@@ -124,7 +124,7 @@ def test_close_wakes_a_waiter() -> None:
 
 
 def test_a_delayed_request_is_due_no_sooner_and_an_earlier_request_wins() -> None:
-    t = WorkQueue(settle=0.01, cooldown=0.0)
+    t = WorkQueue(settle=0.01, cooldown=0.0, burst=1)
     t.request("m", after=30.0, reason="requeue")
     assert t.wait(0.1).names == frozenset()
     due = t.due_in("m")
@@ -139,7 +139,7 @@ def test_a_delayed_request_is_due_no_sooner_and_an_earlier_request_wins() -> Non
 
 
 def test_a_delayed_request_comes_when_due() -> None:
-    t = WorkQueue(settle=0.01, cooldown=0.0)
+    t = WorkQueue(settle=0.01, cooldown=0.0, burst=1)
     started = time.monotonic()
     t.request("m", after=0.3)
     assert t.wait(2).names == {"m"}
@@ -147,7 +147,7 @@ def test_a_delayed_request_comes_when_due() -> None:
 
 
 def test_resync_wakes_the_loop_with_whatever_is_due() -> None:
-    t = WorkQueue(settle=0.0, cooldown=0.0)
+    t = WorkQueue(settle=0.0, cooldown=0.0, burst=1)
     t.request("later", after=30)
     t.resync()
     work = t.wait(1)
@@ -157,7 +157,7 @@ def test_resync_wakes_the_loop_with_whatever_is_due() -> None:
 
 
 def test_clear_forgets_pending_work() -> None:
-    t = WorkQueue(settle=0.0, cooldown=10.0)
+    t = WorkQueue(settle=0.0, cooldown=10.0, burst=1)
     t.request("m")
     assert t.wait(1).names == {"m"}
     t.request("m")  # held by the cooldown
@@ -167,3 +167,15 @@ def test_clear_forgets_pending_work() -> None:
     assert t.pending == set() and not t.wait(0.05)
     t.request("m")
     assert t.wait(1).names == {"m"}, "the cooldown is forgotten too: a new leader starts afresh"
+
+
+def test_a_burst_of_reconciles_then_one_per_cooldown() -> None:
+    t = WorkQueue(settle=0.0, cooldown=0.5, burst=3)
+    started = time.monotonic()
+    times = []
+    for _ in range(5):
+        t.request("m")
+        assert t.wait(5).names == {"m"}
+        times.append(time.monotonic() - started)
+    assert times[2] < 0.3, "three at once: an apply and KServe's first status writes are not held back"
+    assert times[3] >= 0.45 and times[4] - times[3] >= 0.45, "then one per cooldown"
