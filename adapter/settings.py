@@ -93,10 +93,11 @@ class AdapterSettings(BaseSettings):
         300.0, gt=0, description="`/healthz` fails when the run loop has not come round for this long."
     )
     watch_stall_seconds: float = Field(
-        90.0,
+        300.0,
         gt=0,
         description="`run`: a watch of the owned InferenceServices that brings no event and no bookmark for this long"
-        " is restarted (the API server sends a bookmark about once a minute).",
+        " is restarted; the API server is asked to end each watch sooner (after half to nine tenths of it, with a"
+        " bookmark), so only a stalled one ever waits that long.",
     )
     # Leader election (`run` with DEPLOY_TARGET=kserve): only the holder of the Lease reconciles.
     leader_election: bool = Field(True, description="Elect one leader among replicas with a Lease; false: always lead.")

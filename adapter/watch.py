@@ -2,15 +2,15 @@
 
 Client-go's reflector, in small, over a `WatchSource` (`kube.KubeCluster`, or a fake in unit tests):
 - list the owned InferenceServices (the `app.kubernetes.io/managed-by` label), then watch from the list's
-  resourceVersion with bookmarks; the API server ends each watch after a random 5 to 10 minutes and the next
-  one resumes where it stopped;
+  resourceVersion with bookmarks; the API server ends each watch after a random half to nine tenths of
+  `stall_seconds`, with a bookmark 2 s before, and the next one resumes where it stopped;
 - 410 Gone (the version left the API server's history): list again. What changed meanwhile is found by
   comparing each object's resourceVersion with the one last seen (only a name, a version and a model name are
   kept per object, never the object), and only those models are queued;
 - a dropped connection, a 500 or a 429 (on the watch or on the list): back off (`BACKOFF`), then resume; the
   backoff starts over once an event arrives;
-- a stalled watch, no event and no bookmark for `stall_seconds` (the API server sends a bookmark about once a
-  minute): restarted from the last version seen.
+- a stalled watch, no event and no bookmark for `stall_seconds` (a healthy one brings at least the bookmark
+  before its end, and the API server sends others when it has news): restarted from the last version seen.
 
 It calls `changed(model)` for each added, modified or deleted owned InferenceService whose model `wanted()`
 admits, and `resync()` after its first list (it knew nothing before: the caller runs a full pass, which reads
@@ -35,7 +35,9 @@ from adapter.types import ANN_MODEL_NAME
 log = logging.getLogger("adapter.watch")
 
 BACKOFF = (0.2, 1.0, 2.0, 5.0, 10.0, 30.0)
-WATCH_TIMEOUT = (300, 600)  # seconds the API server keeps one watch open: random in this range, as client-go
+# The API server keeps each watch open for a random part of stall_seconds in this range (spreading restarts, as
+# client-go does), and sends a bookmark 2 s before it ends it: a healthy watch is never taken for a stalled one.
+WATCH_TIMEOUT = (0.5, 0.9)
 
 
 class Stream(Protocol):
@@ -69,7 +71,7 @@ class Watcher:
         stall_seconds: float,
         wanted: Callable[[str], bool] = lambda model: True,
         backoff: Iterable[float] = BACKOFF,
-        timeout: tuple[int, int] = WATCH_TIMEOUT,
+        timeout: tuple[float, float] = WATCH_TIMEOUT,
     ) -> None:
         self.source = source
         self.stall_seconds = stall_seconds
@@ -176,7 +178,8 @@ class Watcher:
 
     def _watch(self) -> bool:
         """One watch request, to its end; True when at least one event (or bookmark) came."""
-        timeout = random.randint(*self.timeout)  # noqa: S311 - spreading restarts, not a secret
+        low, high = (max(1, int(self.stall_seconds * part)) for part in self.timeout)
+        timeout = random.randint(low, max(low, high))  # noqa: S311 - spreading restarts, not a secret
         stream = self.source.watch_owned(self.resource_version, timeout, self.stall_seconds)
         with self._lock:
             if self._stop.is_set():
