@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 SETTLE_SECONDS = 0.1
 COOLDOWN_SECONDS = 1.0
 BURST = 3
+BATCH_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ class WorkQueue:
             deadline = self._clock() + timeout
             while not self._closed:
                 now = self._clock()
-                ready = frozenset(name for name, due in self._due.items() if due <= now)
+                # Names due within BATCH_SECONDS come along: requests made together are reconciled together.
+                ready = frozenset(name for name, due in self._due.items() if due <= now + BATCH_SECONDS)
                 if ready or self._resync:
                     reasons: set[str] = set()
                     for name in ready:

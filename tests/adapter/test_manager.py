@@ -195,6 +195,7 @@ def test_only_the_leader_watches_and_reconciles(make) -> None:
 
     elector.set(True)
     until(lambda: rec.passes == [None] and "risk" in cluster.objects, "the new leader's full pass")
+    until(lambda: not m.in_pass.is_set(), "the pass to end")
     assert source.starts == 1
 
     elector.set(False)

@@ -138,7 +138,7 @@ def test_failed_and_superseded_reach_mlflow_through_the_watch(world: World, adap
 def test_a_watch_dropped_mid_stream_resumes_where_it_was(world: World, adapter, caplog) -> None:
     name, isvc = deploying(world, adapter)
     listed, errors = lists(world), restarts("error")
-    world.kube.stall_watches()  # the events below stay in flight ...
+    assert world.kube.stall_watches() == 1  # the events below stay in flight ...
     world.play(isvc, "ready")
     assert world.kube.cut_watches() == 1  # ... and the connection drops with them
     converged(world, caplog, name, isvc)
@@ -148,7 +148,7 @@ def test_a_watch_dropped_mid_stream_resumes_where_it_was(world: World, adapter, 
 def test_a_watch_that_expires_lists_again(world: World, adapter, caplog) -> None:
     name, isvc = deploying(world, adapter)
     listed, expired = lists(world), restarts("expired")
-    world.kube.stall_watches()
+    assert world.kube.stall_watches() == 1
     world.play(isvc, "ready")
     world.kube.expire_watches()  # the next watch asks for a version the API server no longer holds: 410 Gone
     world.kube.cut_watches()
@@ -160,19 +160,19 @@ def test_a_watch_that_expires_lists_again(world: World, adapter, caplog) -> None
 def test_errors_on_the_watch_are_backed_off(world: World, adapter, caplog, status: int) -> None:
     name, isvc = deploying(world, adapter)
     listed = lists(world)
-    world.kube.stall_watches()
+    assert world.kube.stall_watches() == 1
     world.play(isvc, "ready")
     world.kube.inject("GET", world.isvc_path, status, headers={"Retry-After": "1"}, times=2, watch=True)
     world.kube.cut_watches()
     converged(world, caplog, name, isvc)
-    failed = [e for e in world.kube.log if e[3] and e[2] == status]
+    failed = [e for e in world.kube.requests(watch=True) if e[2] == status]
     assert len(failed) == 2 and lists(world) == listed, "two refused watches, then resumed without a relist"
 
 
 def test_errors_on_the_relist_are_backed_off(world: World, adapter, caplog) -> None:
     name, isvc = deploying(world, adapter)
     listed = lists(world)
-    world.kube.stall_watches()
+    assert world.kube.stall_watches() == 1
     world.play(isvc, "ready")
     world.kube.expire_watches()
     the_list = re.compile(re.escape(world.isvc_path) + "$")
@@ -180,17 +180,20 @@ def test_errors_on_the_relist_are_backed_off(world: World, adapter, caplog) -> N
     world.kube.inject("GET", the_list, 429, headers={"Retry-After": "1"}, watch=False)
     world.kube.cut_watches()
     converged(world, caplog, name, isvc)
-    refused = [e[2] for e in world.kube.log if not e[3] and e[1] == world.isvc_path and e[2] in (500, 429)]
+    refused = [e[2] for e in world.kube.requests(watch=False) if e[1] == world.isvc_path and e[2] in (500, 429)]
     assert refused == [500, 429] and lists(world) == listed + 3, "two refused relists, then one that worked"
 
 
 def test_a_silently_stalled_watch_is_restarted(world: World, adapter, caplog) -> None:
-    name, isvc = deploying(world, adapter, watch_stall_seconds=2)
+    name, isvc = deploying(world, adapter, watch_stall_seconds=3)
     listed, stalled = lists(world), restarts("stalled")
-    world.kube.stall_watches()  # open, and silent: no event, no bookmark
+    world.kube.stall_watches(new_ones=True)  # open, and silent: no event, no bookmark, not even its end
     world.play(isvc, "ready")
+    until(lambda: restarts("stalled") > stalled, 30, "the adapter to give up on the silent watch")
+    assert world.tags(name, 1)["deployment.status"] == "deploying", "nothing came through"
+    world.kube.resume_watches()
     converged(world, caplog, name, isvc)
-    assert restarts("stalled") > stalled and lists(world) == listed, "restarted from its version, no relist"
+    assert lists(world) == listed, "restarted from its version, no relist"
 
 
 def test_a_rollout_fails_at_its_deadline_not_at_the_next_poll(world: World, adapter, caplog) -> None:

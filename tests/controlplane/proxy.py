@@ -8,7 +8,7 @@ everything but watches (a list). Watch faults: `cut_watches()` drops the open wa
 `stall_watches()` keeps them open but passes nothing more on (no event, no bookmark), and `expire_watches()`
 makes the next watches ask the real server for a resourceVersion it no longer holds, so the real server
 answers 410 Gone. It records every request (method, path, status, whether a watch) so tests can count API
-calls and writes. It implements no API-server behaviour of its own.
+calls and writes (`requests()` tells watches apart). It implements no API-server behaviour of its own.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ class FaultProxy:
         self.upstream = urlsplit(upstream)
         self.ctx = ssl.create_default_context(cafile=str(ca))
         self.rules: list[Rule] = []
-        self.log: list[list[Any]] = []  # [method, path, status, watch]: logged on arrival; status 0 until answered
+        self.log: list[list[Any]] = []  # [method, path, status]: logged on arrival; status 0 until answered or dropped
+        self._watch_flags: list[bool] = []  # per entry of `log`: was it a watch (see `requests`)
+        self._stall_new = False  # stall the watches that open from now on too
         self.lock = threading.Lock()
         self.streams: list[_Stream] = []  # the watches open now
         self._expire = 0  # how many more watches are sent to the server with a resourceVersion it no longer holds
@@ -131,13 +133,20 @@ class FaultProxy:
                     sock.shutdown(socket.SHUT_RDWR)
         return len(streams)
 
-    def stall_watches(self) -> int:
-        """Keep every open watch open but pass nothing more on: no event, no bookmark; how many."""
+    def stall_watches(self, *, new_ones: bool = False) -> int:
+        """Keep every open watch open but pass nothing more on: no event, no bookmark (with `new_ones`, the watches
+        that open from now on too, until `resume_watches()`); how many were open."""
         with self.lock:
             streams = list(self.streams)
+            self._stall_new = self._stall_new or new_ones
         for stream in streams:
             stream.stalled.set()
         return len(streams)
+
+    def resume_watches(self) -> None:
+        """Watches that open from now on pass their events on again (stalled ones stay silent until they end)."""
+        with self.lock:
+            self._stall_new = False
 
     def expire_watches(self, times: int = 1) -> None:
         """The next `times` watches ask the real API server to start at resourceVersion 1, long gone from its
@@ -152,6 +161,7 @@ class FaultProxy:
         with self.lock:
             self.rules.clear()
             self._expire = 0
+            self._stall_new = False
 
     def _add(self, rule: Rule) -> None:
         with self.lock:
@@ -181,16 +191,22 @@ class FaultProxy:
         with self.lock:
             return sum(
                 1
-                for m, p, _, w in self.log
+                for (m, p, _), w in zip(self.log, self._watch_flags, strict=True)
                 if (method is None or m == method)
                 and (path is None or path in p)
                 and (not writes_only or m in WRITES)
                 and (watch is None or w == watch)
             )
 
+    def requests(self, *, watch: bool | None = None) -> list[list[Any]]:
+        """The logged [method, path, status] entries; `watch` True: watches only, False: all but watches."""
+        with self.lock:
+            return [list(e) for e, w in zip(self.log, self._watch_flags, strict=True) if watch is None or w == watch]
+
     def reset_log(self) -> None:
         with self.lock:
             self.log.clear()
+            self._watch_flags.clear()
 
     # ---- forwarding ----------------------------------------------------------------------------
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -245,9 +261,10 @@ class FaultProxy:
         return Handler
 
     def _record(self, method: str, path: str, watch: bool = False) -> list[Any]:
-        entry: list[Any] = [method, path, 0, watch]
+        entry: list[Any] = [method, path, 0]
         with self.lock:
             self.log.append(entry)
+            self._watch_flags.append(watch)
         return entry
 
     def _forward(
@@ -292,6 +309,8 @@ class FaultProxy:
             stream.upstream = conn.sock
             with self.lock:
                 self.streams.append(stream)
+                if self._stall_new:
+                    stream.stalled.set()
             while not stream.cut.is_set():
                 if stream.stalled.is_set():  # silent: read nothing more, until the client gives up
                     if stream.client_gone():
