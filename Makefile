@@ -6,24 +6,25 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install controlplane test lint bench demo e2e e2e-down images clean
+.PHONY: help install controlplane test lint bench demo e2e e2e-down images base-image clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml custom_predictor/requirements.txt custom_predictor/requirements-torch.txt
+$(VENV)/.installed: pyproject.toml requirements-dev.txt adapter/requirements.txt custom_predictor/requirements.txt custom_predictor/requirements-torch.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	@# Tests run the base image's pins (constraints take no extras): what passes here is what the image ships.
-	sed 's/\[[^]]*\]//' custom_predictor/requirements.txt > $(VENV)/constraints.txt
+	@# Tests run both images' pins (constraints take no extras): what passes here is what the images ship.
+	cat custom_predictor/requirements.txt adapter/requirements.txt | sed 's/\[[^]]*\]//' > $(VENV)/constraints.txt
 	$(PIP) install -q -c $(VENV)/constraints.txt -e '.[adapter,predictor,dev]'
 	$(PY) scripts/cached_extra.py custom_predictor/requirements-torch.txt
 	touch $@
 
 install: $(VENV)/.installed ## Make .venv with runtime and dev dependencies (torch: once per machine, cached)
 
-controlplane: install ## Build etcd, kube-apiserver, kubectl and the KServe manager from the Go module proxy (cached outside the repo)
+controlplane: install ## Build etcd, kube-apiserver, kubectl, the KServe manager, the test node, Knative and SeaweedFS (S3) from the Go module proxy (cached)
 	$(PY) -m tests.controlplane.build
+	$(PY) -m tests.objectstore.build
 
 test: install controlplane ## Run the whole test suite
 	$(VENV)/bin/pytest
@@ -37,13 +38,16 @@ lint: install ## ruff, mypy and import-linter contracts
 demo: install ## Run it all locally: MLflow, two example models, the adapter, predictors (no cluster)
 	$(PY) scripts/demo.py
 
-bench: install controlplane ## Benchmarks (figures go in the README); installs Debian's wrk if missing
+bench: install controlplane ## Benchmarks, side by side with the alternatives; figures into docs/benchmarks.md (needs wrk: installed)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "make bench needs wrk (apt-get install wrk)" >&2; exit 1; }
 	$(PY) -m tests.bench
 
-images: ## Build the predictor and adapter images (needs docker)
+images: ## Build the predictor and adapter images with docker or podman (CONTAINER_TOOL; PYTORCH_IMAGE= skips torch)
 	bash scripts/images.sh
+
+base-image: ## Make a local stand-in for python:3.11-slim where it cannot be pulled (debootstrap; needs root)
+	bash scripts/base-image.sh
 
 e2e: ## End to end on kind: cluster, KServe, MLflow, adapter, rollout, scale to zero (needs docker, kind, kubectl)
 	bash scripts/e2e.sh up

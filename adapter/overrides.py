@@ -1,10 +1,12 @@
 """Per-model serving overrides from MLflow tags (`serving.*`), validated, with where each value came from.
 
-Pure. Model owners steer scaling, resources, image, extra env and canary traffic from MLflow: a tag on
-the registered model applies to every version, a tag on the served version wins over it. Every value
-is checked (type, range, Kubernetes quantity syntax, the CRD's enums, allow-lists) and held to the
-cluster-wide caps in the settings; the first bad tag raises `OverrideError` naming the tag and the
-rule, and then nothing is applied for that model. Defaults are the template's values.
+Pure. Model owners steer scaling, resources, image, extra env, canary traffic, who may call the model
+(`serving.auth`, `serving.auth.allow`) and the inference log (`serving.log`, `serving.log.sample`) from MLflow: a
+tag on the registered model applies to every version, a tag on the served version wins over it. Every value is
+checked (type, range, Kubernetes quantity syntax, the CRD's enums, allow-lists) and held to the cluster-wide caps
+in the settings; the first bad tag raises `OverrideError` naming the tag and the rule, and then nothing is
+applied for that model. Defaults are the template's values (auth's: PREDICTOR_AUTH; the inference log's: the
+platform's INFERENCE_LOG_MODE and INFERENCE_LOG_SAMPLE).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from adapter import auth
 from adapter.settings import AdapterSettings
 
 PREFIX = "serving."
@@ -57,10 +60,13 @@ def quantity(text: str) -> Decimal:
 
 @dataclass(frozen=True)
 class Field:
-    path: tuple[str, ...]  # where in spec.predictor (container fields start with "container")
+    # Where in spec.predictor: container fields start with "container"; ("container", "env", NAME) is an env value;
+    # () with `env`.
+    path: tuple[str, ...]
     parse: Callable[[str, AdapterSettings], Any]
     rule: str
     help: str = ""  # what it does and its range, for people (`mlflow deployments help -t kserve`)
+    env: str = ""  # set by render (`auth.apply`) as this predictor env var, not by `apply` at `path`
 
 
 def _int(lo: int, hi: Callable[[AdapterSettings], int] | None = None) -> Callable[[str, AdapterSettings], int]:
@@ -94,10 +100,51 @@ def _qty(cap: Callable[[AdapterSettings], str]) -> Callable[[str, AdapterSetting
     return parse
 
 
+def _auth_modes(text: str, s: AdapterSettings) -> str:
+    return auth.parse_modes(text, auth.offered(s), s.predictor_auth_allow_anonymous)
+
+
+def _auth_allow(text: str, _: AdapterSettings) -> str:
+    return auth.parse_allow(text)
+
+
 def _image(text: str, s: AdapterSettings) -> str:
     if text.strip() not in s.allowed_images:
         raise ValueError("is not in PREDICTOR_IMAGES or SERVING_IMAGE_ALLOWLIST")
     return text.strip()
+
+
+def _log_mode(text: str, s: AdapterSettings) -> str:
+    value = text.strip()
+    if value not in ("off", "metadata", "full"):
+        raise ValueError("must be one of off, metadata, full")
+    if value not in s.inference_log_allowed_modes:
+        raise ValueError(f"is not allowed here (INFERENCE_LOG_MODES_ALLOWED: {s.inference_log_modes_allowed})")
+    return value
+
+
+def _log_sample(text: str, s: AdapterSettings) -> str:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("must be a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise ValueError("must be between 0 and 1")
+    if value > s.inference_log_sample_cap:
+        raise ValueError(f"exceeds the cluster cap of {s.inference_log_sample_cap}")
+    return str(value)
+
+
+def _body_bytes(text: str, s: AdapterSettings) -> str:
+    """A body size (a quantity: 32Mi, 1000000) as whole bytes, 1Ki .. SERVING_MAX_BODY_CAP."""
+    value = quantity(text)
+    if value != value.to_integral_value():
+        raise ValueError("must be a whole number of bytes (e.g. 32Mi)")
+    if value < 1024:
+        raise ValueError("must be at least 1Ki")
+    if value > quantity(s.serving_max_body_cap):
+        raise ValueError(f"exceeds the cluster cap of {s.serving_max_body_cap}")
+    return str(int(value))
 
 
 _QTY_CPU, _QTY_MEM = "a quantity (500m, 2)", "a quantity (512Mi, 2Gi)"
@@ -161,6 +208,48 @@ FIELDS: dict[str, Field] = {
         "allow-list",
         "another predictor image (skips the choice): one of PREDICTOR_IMAGES, PREDICTOR_IMAGE, SERVING_IMAGE_ALLOWLIST",
     ),
+    "auth": Field(
+        (),
+        _auth_modes,
+        "modes",
+        "who may call it: a comma list of oidc, kubernetes, apikey (those PREDICTOR_AUTH_MODES_ALLOWED offers), or"
+        " none where PREDICTOR_AUTH_ALLOW_ANONYMOUS; default PREDICTOR_AUTH",
+        env="AUTH_MODES",
+    ),
+    "auth.allow": Field(
+        (),
+        _auth_allow,
+        "allow-list",
+        "who of them (oidc, apikey): comma list of group:<name>, user:<subject>, serviceaccount:<ns>/<name or *>,"
+        " apikey:<id>; default: anyone authenticated",
+        env="AUTH_ALLOW",
+    ),
+    "max_body": Field(
+        ("container", "env", "MAX_BODY_BYTES"),
+        _body_bytes,
+        "1Ki..cap",
+        "largest request body the predictor reads (a quantity: 32Mi); default 16Mi. 1Ki .. SERVING_MAX_BODY_CAP",
+    ),
+    # The inference log (docs/inference-log.md): container env the predictor reads; defaults are the platform's.
+    "log": Field(
+        ("container", "env", "INFERENCE_LOG_MODE"),
+        _log_mode,
+        "enum",
+        "inference log: off, metadata (every call, no bodies) or full (bodies too); within INFERENCE_LOG_MODES_ALLOWED",
+    ),
+    "log.sample": Field(
+        ("container", "env", "INFERENCE_LOG_SAMPLE"),
+        _log_sample,
+        "0..cap",
+        "under log=full, the share of calls whose bodies are kept. 0 .. INFERENCE_LOG_SAMPLE_CAP",
+    ),
+}
+_DEFAULT_SOURCE = {
+    "image": "PREDICTOR_IMAGE",
+    "log": "INFERENCE_LOG_MODE",
+    "log.sample": "INFERENCE_LOG_SAMPLE",
+    "auth": "PREDICTOR_AUTH",
+    "auth.allow": "PREDICTOR_AUTH",
 }
 ENV_HELP = "extra env for the predictor; <NAME> in SERVING_ENV_ALLOWLIST, at most 1024 characters"
 
@@ -251,7 +340,13 @@ def apply(doc: dict[str, Any], overrides: Overrides, container_name: str) -> Non
             continue
         if key == "canary_percent" and value == 100:
             continue  # 100 means promoted: no canary field at all
+        if FIELDS[key].env:
+            continue  # render sets it (auth.apply), within the platform's rules
         path = FIELDS[key].path
+        if path[:2] == ("container", "env"):
+            env = container.setdefault("env", [])
+            env[:] = [e for e in env if e.get("name") != path[2]] + [{"name": path[2], "value": str(value)}]
+            continue
         node: dict[str, Any] = container if path[0] == "container" else predictor
         keys = path[1:] if path[0] == "container" else path
         for k in keys[:-1]:
@@ -282,14 +377,16 @@ def effective(doc: dict[str, Any], overrides: Overrides, container_name: str) ->
     predictor = doc["spec"]["predictor"]
     container = next(c for c in predictor["containers"] if c.get("name") == container_name)
     rows = []
+    env = {e.get("name"): e.get("value") for e in container.get("env") or []}
     for key, spec in FIELDS.items():
-        node: Any = container if spec.path[0] == "container" else predictor
-        for k in spec.path[1:] if spec.path[0] == "container" else spec.path:
+        name = spec.env or (spec.path[2] if spec.path[:2] == ("container", "env") else "")
+        node: Any = env.get(name) if name else container if spec.path[0] == "container" else predictor
+        for k in () if name else spec.path[1:] if spec.path[0] == "container" else spec.path:
             node = node.get(k) if isinstance(node, dict) else None
         if node is None and key != "canary_percent":
             continue
         value = "100 (no canary)" if node is None else str(node)
-        default = "PREDICTOR_IMAGE" if key == "image" else "template"
+        default = _DEFAULT_SOURCE.get(key, "PREDICTOR_AUTH" if spec.env else "template")
         rows.append((key, value, overrides.sources.get(key, default)))
     for key in sorted(k for k in overrides.values if k.startswith("env.")):
         rows.append((key, str(overrides.values[key]), overrides.sources[key]))

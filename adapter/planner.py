@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter import bookkeeping, images, naming, ownership
+from adapter import bookkeeping, images, inference_log, naming, ownership
 from adapter.overrides import OverrideError, Overrides, resolve
 from adapter.render import CONTAINER, Manifest, render
 from adapter.rollout import interpret, traffic
@@ -36,6 +36,7 @@ from adapter.types import (
     TAG_DEPLOYED,
     TAG_DEPLOYED_VERSION,
     TAG_ENDPOINT,
+    TAG_INFERENCE_LOG,
     TAG_ISVC,
     TAG_MESSAGE,
     TAG_REVISION,
@@ -263,7 +264,11 @@ def plan_model(world: World, name: str) -> ModelPlan:
         deadline_seconds=s.rollout_deadline_seconds,
         canary=overrides.canary_percent,
     )
-    tags = _rollout_tags(world, version, rollout, ref, managed, traffic(after), legacy_done=kept is not None)
+    container = next(c for c in desired["spec"]["predictor"]["containers"] if c.get("name") == CONTAINER)
+    log_target = inference_log.describe(container.get("env") or [])
+    tags = _rollout_tags(
+        world, version, rollout, ref, managed, traffic(after), legacy_done=kept is not None, log_target=log_target
+    )
     return ModelPlan(
         name,
         version.version,
@@ -360,6 +365,7 @@ def _rollout_tags(
     managed: list[VersionInfo],
     split: list[tuple[str, int, bool, str]],
     legacy_done: bool,
+    log_target: str = "",
 ) -> tuple[TagWrite, ...]:
     tags = version.tags
     others = [v for v in managed if v.version != version.version]
@@ -368,6 +374,8 @@ def _rollout_tags(
     split_text = " ".join(f"v{v}:{p}%" for v, p in sorted(shares.items(), key=lambda i: -int(i[0])))
     serving_before = tags.get(TAG_DEPLOYED) == "true"
     wanted: Changes = {TAG_ISVC: ref}
+    if log_target:
+        wanted[TAG_INFERENCE_LOG] = log_target  # kept after the version retires: where its records went
     if rollout.url:
         wanted[TAG_URL] = rollout.url
     if legacy_done:

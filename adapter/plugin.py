@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -372,13 +373,20 @@ class KServeDeploymentClient(BaseDeploymentClient):
             answer = requests.post(
                 f"{d['url']}/invocations",
                 data=_payload(inputs),
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **credentials(self.settings)},
                 timeout=self.settings.k8s_request_timeout_seconds * 2,
             )
         except requests.RequestException as e:
             raise PluginError(
                 f"the predictor at {d['url']} did not answer ({type(e).__name__})", INTERNAL_ERROR
             ) from None
+        if answer.status_code in (401, 403):
+            given = "the credential given was refused" if credentials(self.settings) else "no credential was given"
+            raise PluginError(
+                f"the predictor answered {answer.status_code}: {given}; set PREDICTOR_TOKEN_FILE, PREDICTOR_TOKEN or"
+                " PREDICTOR_API_KEY (docs/security.md)",
+                INVALID_PARAMETER_VALUE,
+            )
         if answer.status_code != 200:
             try:
                 said = str(answer.json().get("message") or answer.text)
@@ -392,6 +400,18 @@ class KServeDeploymentClient(BaseDeploymentClient):
         raise PluginError(
             "explain is not supported by the kserve target: its predictor serves predictions only", NOT_IMPLEMENTED
         )
+
+
+def credentials(settings: AdapterSettings) -> dict[str, str]:
+    """The Authorization header `predict` sends: PREDICTOR_TOKEN_FILE (read now: projected tokens rotate), else
+    PREDICTOR_TOKEN, else PREDICTOR_API_KEY; none when unset."""
+    secret = settings.predictor_token.get_secret_value() or settings.predictor_api_key.get_secret_value()
+    if settings.predictor_token_file:
+        try:
+            secret = Path(settings.predictor_token_file).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PluginError(f"PREDICTOR_TOKEN_FILE {settings.predictor_token_file}: cannot read it ({e})") from None
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
 
 
 def _payload(inputs: Any) -> str:
@@ -438,22 +458,38 @@ Settings given to create or update stay for later updates; canary_percent applie
 
   mlflow deployments create -t kserve:/team-a --name risk -m models:/Risk/3 -C min_replicas=1
   mlflow deployments get -t kserve:/team-a --name risk
-  mlflow deployments predict -t kserve:/team-a --name risk -I rows.json
+  PREDICTOR_API_KEY=sbk_... mlflow deployments predict -t kserve:/team-a --name risk -I rows.json
   mlflow deployments update -t kserve:/team-a --name risk -m models:/Risk/4 -C canary_percent=20
   mlflow deployments delete -t kserve:/team-a --name risk
 
+predict sends PREDICTOR_TOKEN_FILE's or PREDICTOR_TOKEN's bearer token, or PREDICTOR_API_KEY (docs/security.md).
 Services the registry adapter manages are never changed or deleted from here, and the adapter leaves these alone.
 """
+
+
+def _new_key(keys: Path, name: str) -> str:
+    """A new API key for a local predictor: the predictor's own `keygen` adds its hashed entry to the local keys
+    file (created 0600) and prints the key."""
+    key_id = "run-local-" + ("".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "model")[:40]
+    keys.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "custom_predictor.auth", "keygen", key_id.strip("-"), "--keys-file", str(keys)]
+    made = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        raise PluginError(f"cannot make an API key: {made.stderr.strip()}", INTERNAL_ERROR)
+    return made.stdout.strip()
 
 
 def run_local(name: str, model_uri: str, flavor: str | None = None, config: dict[str, Any] | None = None) -> None:
     """Serve `model_uri` with a predictor process on 127.0.0.1 (`-C port`), rendered and validated as `create`
     would, in the foreground until it exits (Ctrl-C). MLflow passes no target here: no cluster is involved."""
     client = KServeDeploymentClient(TARGET)
+    client.settings = client.settings.model_copy(update={"deploy_target": "local"})  # auth as local predictors
     doc, own = client._desired(name, model_uri, flavor, config, LOCAL_KEY, {})
     port = int(_number(own, "port", DEFAULT_PORT, 65535))
     env = local.predictor_env(doc, client.settings.local_predictor_env(), port)
     _progress(f"{name}: {env['MODEL_URI']} on http://127.0.0.1:{port}/{env['SERVICE_PATH']}/api/ (Ctrl-C stops it)")
+    if "apikey" in env.get("AUTH_MODES", "").split(","):
+        _progress(f"{name}: API key (shown once): {_new_key(Path(env['AUTH_API_KEYS_FILE']), name)}")
     code = subprocess.run([sys.executable, "-m", "custom_predictor"], env=env, check=False).returncode
     if code not in (0, -2, 130):
         raise PluginError(f"the predictor exited with code {code} (its log is above)", INTERNAL_ERROR)

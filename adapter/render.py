@@ -2,7 +2,8 @@
 
 Pure (apart from reading the template file once): `render()` takes settings and registry values and
 returns a dict. Registry values are only ever set as string values in the parsed structure; they
-never become YAML text. Credentials enter by reference (`secretKeyRef`), never by value.
+never become YAML text. Credentials enter by reference (`secretKeyRef`, the API-key Secret's volume, the
+predictor's ServiceAccount: `auth.apply`), never by value.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from adapter import naming
+from adapter import auth, inference_log, naming
 from adapter.overrides import Overrides
 from adapter.overrides import apply as apply_overrides
 from adapter.settings import AdapterSettings
@@ -127,8 +128,13 @@ def render(
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             ref = {"name": settings.predictor_secret_name, "key": key, "optional": True}
             _set_env(env, key, valueFrom={"secretKeyRef": ref})
+    for entry in inference_log.env(settings):  # platform defaults; `serving.log*` tags override below
+        _set_env(env, entry["name"], entry.get("value"), **{k: v for k, v in entry.items() if k == "valueFrom"})
     if overrides is not None:
         apply_overrides(doc, overrides, CONTAINER)
+    values = overrides.values if overrides is not None else {}
+    modes = values.get("auth") or auth.parse_modes(auth.default_modes(settings), set(auth.MODES), True)
+    auth.apply(doc, settings, modes, values.get("auth.allow", ""), CONTAINER)
     return doc
 
 

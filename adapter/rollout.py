@@ -87,10 +87,11 @@ def interpret(
     if ours_exists:
         false = [
             c
-            for t in ("PredictorReady", "PredictorConfigurationReady", "Ready")
+            for t in ("PredictorConfigurationReady", "PredictorReady", "Ready")
             if (c := conds.get(t, {})) and c.get("status") == "False"
         ]
-        # The first False condition decides; if it speaks of an older revision, it is stale news.
+        # The first False condition decides (the revision's own, which carries the container's termination message
+        # when it failed, before the route's "RevisionMissing"); if it speaks of an older revision, it is stale news.
         if false and not _about_other_revision(false[0].get("message", ""), created):
             reason = false[0].get("reason") or false[0].get("type")
             message = false[0].get("message") or "not ready"

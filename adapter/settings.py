@@ -70,6 +70,11 @@ class AdapterSettings(BaseSettings):
     serving_cpu_cap: str = Field("4", description="Highest CPU request/limit a tag may ask for.")
     serving_memory_cap: str = Field("16Gi", description="Highest memory request/limit a tag may ask for.")
     serving_timeout_cap: int = Field(900, ge=1, description="Longest request timeout a tag may ask for, seconds.")
+    serving_max_body_cap: str = Field(
+        "64Mi",
+        description="Largest request body a `serving.max_body` tag may allow (the predictor's default is 16Mi;"
+        " a body still needs room in its memory budget: docs/predictor.md).",
+    )
     serving_image_allowlist: str = Field(
         "", description="Images a tag may choose (comma list) besides PREDICTOR_IMAGE."
     )
@@ -77,7 +82,97 @@ class AdapterSettings(BaseSettings):
         "LOG_LEVEL,KERNELS,VERIFY_KERNEL,REQUIREMENTS_CHECK",
         description="Env names a `serving.env.<NAME>` tag may set.",
     )
+    # Who may call the predictors (adapter/auth.py, docs/security.md): the platform's defaults and limits.
+    predictor_auth: str = Field(
+        "",
+        description="Auth modes of every model unless its serving.auth tag says otherwise: a comma list of oidc,"
+        " kubernetes, apikey, or none (only with PREDICTOR_AUTH_ALLOW_ANONYMOUS); empty: kubernetes on a cluster,"
+        " apikey with DEPLOY_TARGET=local.",
+    )
+    predictor_auth_modes_allowed: str = Field(
+        "oidc,kubernetes,apikey",
+        description="Modes a serving.auth tag may choose (oidc only with PREDICTOR_AUTH_OIDC_ISSUER).",
+    )
+    predictor_auth_allow_anonymous: bool = Field(
+        False, description="Whether a model may serve without authentication (serving.auth=none)."
+    )
+    predictor_auth_oidc_issuer: str = Field("", description="OIDC issuer of the oidc mode (exactly as in `iss`).")
+    predictor_auth_oidc_audience: str = Field("", description="Audiences the oidc mode accepts (comma list).")
+    predictor_auth_oidc_ca_file: str = Field(
+        "", description="CA bundle of the issuer, a path inside the predictor pod; empty: the image's."
+    )
+    predictor_auth_oidc_subject_claim: str = Field("sub", description="Claim naming the caller (e.g. email, upn).")
+    predictor_auth_oidc_groups_claim: str = Field("groups", description="Claim listing the caller's groups.")
+    predictor_auth_oidc_kubernetes_credentials: bool = Field(
+        False,
+        description="The issuer is this cluster's API server: predictors read its discovery and keys with their"
+        " ServiceAccount (PREDICTOR_SERVICE_ACCOUNT).",
+    )
+    predictor_auth_kubernetes_audiences: str = Field(
+        "", description="Audiences the kubernetes mode's TokenReview asks for (comma list); empty: the API server's."
+    )
+    predictor_auth_api_keys_secret: str = Field(
+        "{name}-api-keys",
+        description="The Secret holding a model's API keys file (key `keys`), `{name}` its InferenceService's name;"
+        " mounted read-only and optional, never read by the adapter.",
+    )
+    predictor_auth_api_keys_file: str = Field(
+        "",
+        description="Local predictors (DEPLOY_TARGET=local, run-local): the API keys file they read instead of a"
+        " mounted Secret; empty: <SERVICE_BUILDER_STATE_DIR>/api-keys locally.",
+    )
+    predictor_auth_cache_seconds: float = Field(
+        60.0, ge=0, le=3600, description="How long a predictor reuses a verified token or a review's answer."
+    )
+    predictor_auth_guard_docs: bool = Field(False, description="Predictors also guard their Swagger page and spec.")
+    predictor_auth_guard_metrics: bool = Field(False, description="Predictors also guard /metrics.")
+    predictor_service_account: str = Field(
+        "service-builder-predictor",
+        description="ServiceAccount of predictors whose mode calls the Kubernetes API (deploy/base grants it create"
+        " on tokenreviews and subjectaccessreviews, nothing else).",
+    )
+    # How `mlflow deployments predict -t kserve` authenticates to a protected predictor (first one set wins).
+    predictor_token_file: str = Field("", description="predict: a file holding a bearer token (re-read each call).")
+    predictor_token: SecretStr = Field(SecretStr(""), description="predict: a bearer token (OIDC or Kubernetes).")
+    predictor_api_key: SecretStr = Field(SecretStr(""), description="predict: an API key (sbk_...).")
     field_manager: str = Field("service-builder", description="Server-side apply field manager.")
+    # The predictors' inference log (docs/inference-log.md): platform defaults and limits of the `serving.log` and
+    # `serving.log.sample` tags, and the sinks every predictor writes to (credentials by Secret reference only).
+    inference_log_mode: Literal["off", "metadata", "full"] = Field(
+        "metadata", description="Default of `serving.log`: off, metadata (every call, no bodies) or full (bodies)."
+    )
+    inference_log_sample: float = Field(
+        1.0, ge=0.0, le=1.0, description="Default of `serving.log.sample`: share of calls whose bodies `full` keeps."
+    )
+    inference_log_modes_allowed: str = Field(
+        "off,metadata,full", description="Values a `serving.log` tag may choose (comma list), e.g. metadata,full."
+    )
+    inference_log_sample_cap: float = Field(
+        1.0, ge=0.0, le=1.0, description="Highest `serving.log.sample` a tag may ask for."
+    )
+    inference_log_sinks: str = Field(
+        "",
+        description="Where predictors send records (comma list of stdout, cloudevents, table); empty: stdout, or"
+        " table with DEPLOY_TARGET=local.",
+    )
+    inference_log_cloudevents_url: str = Field(
+        "", description="URL of the CloudEvents sink (a Knative broker, a KServe-logger consumer)."
+    )
+    inference_log_table_uri: str = Field(
+        "",
+        description="Where the inference table goes: s3://bucket/prefix or an absolute path; empty with"
+        " DEPLOY_TARGET=local: <SERVICE_BUILDER_STATE_DIR>/inference-log.",
+    )
+    inference_log_s3_endpoint_url: str = Field(
+        "", description="S3 endpoint of the inference table; empty: MLFLOW_S3_ENDPOINT_URL."
+    )
+    inference_log_s3_region: str = Field("", description="Region of the inference table's bucket.")
+    inference_log_secret_name: str = Field(
+        "",
+        description="Secret the predictors read INFERENCE_LOG_HASH_KEY (the redaction key) and"
+        " INFERENCE_LOG_S3_ACCESS_KEY_ID / INFERENCE_LOG_S3_SECRET_ACCESS_KEY from, by reference; empty: none"
+        " (hashes then differ per pod; S3 credentials from the AWS SDK's chain, e.g. PREDICTOR_SECRET_NAME's).",
+    )
     # Kubernetes access: K8S_API + K8S_API_KEY override in-cluster and kubeconfig.
     k8s_api: str = Field("", description="API server URL (with K8S_API_KEY).")
     k8s_api_key: SecretStr = Field(SecretStr(""), description="Bearer token for K8S_API.")
@@ -135,6 +230,49 @@ class AdapterSettings(BaseSettings):
             raise ValueError(str(e)) from None
         return self
 
+    @model_validator(mode="after")
+    def _inference_log(self) -> AdapterSettings:
+        allowed = self.inference_log_allowed_modes
+        if not allowed or not allowed <= {"off", "metadata", "full"}:
+            raise ValueError("INFERENCE_LOG_MODES_ALLOWED must list some of off, metadata, full")
+        if self.inference_log_mode not in allowed:
+            raise ValueError(f"INFERENCE_LOG_MODE={self.inference_log_mode} is not in INFERENCE_LOG_MODES_ALLOWED")
+        if self.inference_log_sample > self.inference_log_sample_cap:
+            raise ValueError("INFERENCE_LOG_SAMPLE is above INFERENCE_LOG_SAMPLE_CAP")
+        sinks = self.inference_log_sink_list
+        if not set(sinks) <= {"stdout", "cloudevents", "table"}:
+            raise ValueError("INFERENCE_LOG_SINKS may list stdout, cloudevents, table")
+        if "cloudevents" in sinks and not re.match(r"^https?://[^\s/]+", self.inference_log_cloudevents_url):
+            raise ValueError("INFERENCE_LOG_CLOUDEVENTS_URL must be an http(s) URL for the cloudevents sink")
+        if "table" in sinks:
+            uri = self.inference_log_table_location
+            if not (re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri) or uri.startswith("/")):
+                raise ValueError("INFERENCE_LOG_TABLE_URI must be s3://bucket/prefix or an absolute path")
+        if self.inference_log_secret_name and not re.match(
+            r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", self.inference_log_secret_name
+        ):
+            raise ValueError("INFERENCE_LOG_SECRET_NAME must be a Kubernetes Secret name")
+        return self
+
+    @property
+    def inference_log_allowed_modes(self) -> set[str]:
+        return {m.strip() for m in self.inference_log_modes_allowed.split(",") if m.strip()}
+
+    @property
+    def inference_log_sink_list(self) -> list[str]:
+        """INFERENCE_LOG_SINKS, or the target's default: stdout on KServe, the local table locally."""
+        sinks = [s.strip() for s in self.inference_log_sinks.split(",") if s.strip()]
+        return sinks or (["table"] if self.deploy_target == "local" else ["stdout"])
+
+    @property
+    def inference_log_table_location(self) -> str:
+        """INFERENCE_LOG_TABLE_URI; locally by default `inference-log/` in the state dir (an absolute path)."""
+        if self.inference_log_table_uri:
+            return self.inference_log_table_uri
+        if self.deploy_target == "local":
+            return str(self.service_builder_state_dir.resolve() / "inference-log")
+        return ""
+
     @property
     def catalog(self) -> tuple[ImageSpec, ...]:
         """PREDICTOR_IMAGES, parsed (validated at start; parsed once per value)."""
@@ -161,7 +299,7 @@ class AdapterSettings(BaseSettings):
             raise ValueError("MODEL_NAME_LIKE may not hold quotes, backticks or backslashes")
         return v
 
-    @field_validator("serving_cpu_cap", "serving_memory_cap")
+    @field_validator("serving_cpu_cap", "serving_memory_cap", "serving_max_body_cap")
     @classmethod
     def _cap(cls, v: str) -> str:
         if not re.match(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$", v.strip()):
@@ -188,6 +326,35 @@ class AdapterSettings(BaseSettings):
         if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", v) or len(v) > 253:
             raise ValueError("LEADER_ELECTION_LEASE_NAME must be a DNS-1123 subdomain")
         return v
+
+    @model_validator(mode="after")
+    def _auth(self) -> AdapterSettings:
+        from adapter import auth
+
+        allowed = {w.strip().lower() for w in self.predictor_auth_modes_allowed.split(",") if w.strip()}
+        if not allowed <= set(auth.MODES):
+            raise ValueError(f"PREDICTOR_AUTH_MODES_ALLOWED: a comma list of {', '.join(auth.MODES)}")
+        configured = set(auth.MODES) if self.predictor_auth_oidc_issuer else set(auth.MODES) - {"oidc"}
+        try:
+            auth.parse_modes(auth.default_modes(self), configured, self.predictor_auth_allow_anonymous)
+        except ValueError as e:
+            raise ValueError(f"PREDICTOR_AUTH: {e}") from None
+        issuer = self.predictor_auth_oidc_issuer
+        if issuer and not re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", issuer):
+            raise ValueError("PREDICTOR_AUTH_OIDC_ISSUER must be an https:// URL")
+        if issuer and not self.predictor_auth_oidc_audience.strip(","):
+            raise ValueError("PREDICTOR_AUTH_OIDC_ISSUER needs PREDICTOR_AUTH_OIDC_AUDIENCE")
+        secret = self.predictor_auth_api_keys_secret.replace("{name}", "x")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,200}[a-z0-9])?", secret):
+            raise ValueError("PREDICTOR_AUTH_API_KEYS_SECRET: a Secret name, {name} standing for the model's")
+        if self.predictor_service_account and not _DNS_LABEL.match(self.predictor_service_account):
+            raise ValueError("PREDICTOR_SERVICE_ACCOUNT must be a ServiceAccount name")
+        return self
+
+    @property
+    def local_api_keys_file(self) -> str:
+        """The API keys file of local predictors (PREDICTOR_AUTH_API_KEYS_FILE or <state dir>/api-keys)."""
+        return self.predictor_auth_api_keys_file or str((self.service_builder_state_dir / "api-keys").resolve())
 
     @model_validator(mode="after")
     def _election_timing(self) -> AdapterSettings:

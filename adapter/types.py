@@ -23,6 +23,7 @@ TAG_BASE_REVISION = "deployment.base_revision"
 TAG_STARTED = "deployment.started_at"
 TAG_TRAFFIC = "deployment.traffic"
 TAG_REVISION_URL = "deployment.revision_url"
+TAG_INFERENCE_LOG = "deployment.inference_log"  # where the version's inference records go (docs/inference-log.md)
 # Registered-model tags.
 TAG_DEPLOYED_VERSION = "deployed_version"
 
@@ -41,6 +42,7 @@ OWN_TAG_KEYS = frozenset(
         TAG_DEPLOYED_VERSION,
         TAG_TRAFFIC,
         TAG_REVISION_URL,
+        TAG_INFERENCE_LOG,
     }
 )
 

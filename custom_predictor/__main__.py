@@ -4,10 +4,10 @@ A model that cannot be served ends the process with a non-zero exit code after o
 process writes (on stderr, and in TERMINATION_MESSAGE_PATH when set), never a traceback: with the
 template's `terminationMessagePolicy: FallbackToLogsOnError`, Kubernetes keeps it as the container's
 termination message, Knative marks the revision failed with it in seconds, and the adapter writes it to
-`deployment.message`. Exit code 2: a permanent failure (invalid settings or contract, model not found or
-unreadable, a missing library, a failed self-test), whether found before the server starts or while the model
-loads behind it. Exit code 75: MLflow stayed unreachable for MLFLOW_RETRY_SECONDS (a transient failure; the
-restart tries again).
+`deployment.message`. Exit code 2: a permanent failure (invalid settings or contract, no writable directory for
+the model's files, model not found or unreadable, a missing library, a failed self-test), whether found before
+the server starts or while the model loads behind it. Exit code 75: MLflow stayed unreachable for
+MLFLOW_RETRY_SECONDS (a transient failure; the restart tries again).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 PERMANENT, TRANSIENT = 2, 75
+KUBERNETES_TERMINATION_LOG = "/dev/termination-log"
+"""The default TERMINATION_MESSAGE_PATH: the kubelet creates it; elsewhere it is not made."""
 
 
 def report(line: str, path: str | None) -> None:
@@ -31,7 +33,7 @@ def report(line: str, path: str | None) -> None:
     for handler in logging.getLogger().handlers:
         handler.flush()
     print(line, file=sys.stderr, flush=True)
-    if path and Path(path).parent.is_dir():
+    if path and (Path(path).exists() or (path != KUBERNETES_TERMINATION_LOG and Path(path).parent.is_dir())):
         try:
             Path(path).write_text(line + "\n", encoding="utf-8")
         except OSError:
@@ -42,6 +44,7 @@ def main() -> int:
     started = time.perf_counter()
     from pydantic import ValidationError
 
+    from custom_predictor.auth import AuthConfigError
     from custom_predictor.contract import ContractError
     from custom_predictor.settings import Settings
     from custom_predictor.source import SourceError, TransientSourceError
@@ -61,6 +64,10 @@ def main() -> int:
     from custom_predictor.source import fetch
 
     where = settings.termination_message_path
+    problem = _no_writable_directory(settings.download_dir)
+    if problem:
+        report(f"custom_predictor: {problem}", where)
+        return PERMANENT
     try:
         source = fetch(settings)
         fetched = time.perf_counter()
@@ -69,6 +76,9 @@ def main() -> int:
         app = create_app(settings, source)
     except ContractError as e:
         report(f"custom_predictor: invalid contract: {e}", where)
+        return PERMANENT
+    except AuthConfigError as e:
+        report(f"custom_predictor: invalid settings: {e}", where)
         return PERMANENT
     except TransientSourceError as e:
         report(f"custom_predictor: MLflow unreachable: {e}", where)
@@ -104,6 +114,23 @@ def main() -> int:
         report(f"custom_predictor: model {name} version {version} cannot be served: {runtime.reason}", where)
         return PERMANENT
     return 0
+
+
+def _no_writable_directory(download_dir: str | None) -> str | None:
+    """Why the model's files cannot be downloaded (no writable directory), or None. With a read-only root
+    (`readOnlyRootFilesystem`), the template mounts an emptyDir at /tmp."""
+    import tempfile
+
+    try:
+        base = download_dir or tempfile.gettempdir()
+        Path(tempfile.mkdtemp(prefix="probe-", dir=base)).rmdir()
+    except OSError as e:
+        where = f"DOWNLOAD_DIR={download_dir}" if download_dir else "the temporary directory (TMPDIR, /tmp)"
+        return (
+            f"no writable directory for the model's files: {where} is not writable ({e.__class__.__name__}); "
+            "set DOWNLOAD_DIR or TMPDIR to a writable directory (in Kubernetes, an emptyDir volume)"
+        )
+    return None
 
 
 def _stop_on_failure(runtime: Any, server: Any) -> None:

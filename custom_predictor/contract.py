@@ -49,7 +49,11 @@ def _canonical_type(v: Any) -> Any:
 class InputSpec(_Strict):
     """One input column."""
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\- ]{0,127}$", description="Column name the model expects.")
+    name: str = Field(
+        min_length=1,
+        description="Column name the model expects: any name MLflow accepts (spaces, parentheses, %, /, dots, dashes,"
+        " leading digits, non-ASCII letters); not empty, not repeated.",
+    )
     type: InputType = Field(description="integer, double, boolean or string (long/float accepted as aliases).")
     description: str | None = Field(None, description="What the value means, shown in the API docs.")
     unit: str | None = Field(None, description="Unit of measure, e.g. mm or mg/dL.")
@@ -59,6 +63,11 @@ class InputSpec(_Strict):
     example: Any = Field(None, description="An example value for the docs.")
     required: bool = Field(True, description="Whether a request must give this input.")
     default: Any = Field(None, description="Value used when an optional input is missing.")
+    sensitive: bool = Field(
+        False,
+        description="Personal or clinical data: the inference log replaces its values by a keyed hash (HMAC), so"
+        " joins still work and the values never reach the log (docs/inference-log.md).",
+    )
 
     _type = field_validator("type", mode="before")(_canonical_type)
 
@@ -129,14 +138,16 @@ class Contract(_Strict):
     outputs: list[OutputSpec] = Field(default_factory=list, description="Outputs of the model.")
     entity: EntitySpec | None = Field(None, description="Optional lookup of feature rows by id.")
     test_data: TestData | None = Field(None, description="Rows run by the startup self-test.")
-    source: Literal["contract", "signature", "none"] = Field("contract", description="Where this contract came from.")
+    source: Literal["contract", "signature", "model", "none"] = Field(
+        "contract", description="Where this contract came from."
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Contract:
         names = [i.name for i in self.inputs]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ValueError(f"input names repeat: {sorted(dup)}")
+            raise ValueError(f"the column name {sorted(dup)[0]!r} is used twice: each input needs a name of its own")
         if self.entity and self.entity.id in names:
             raise ValueError(f"entity id {self.entity.id!r} is also an input name")
         return self
@@ -144,6 +155,11 @@ class Contract(_Strict):
     @property
     def input_names(self) -> list[str]:
         return [i.name for i in self.inputs]
+
+    @property
+    def sensitive_inputs(self) -> set[str]:
+        """Inputs marked `sensitive: true`: the inference log keeps only a keyed hash of their values."""
+        return {i.name for i in self.inputs if i.sensitive}
 
 
 def _type_ok(kind: str, value: Any) -> bool:
@@ -305,7 +321,7 @@ def derive_contract(model_dir: Path, mlmodel: dict[str, Any]) -> Contract:
             kind = _SIGNATURE_TYPES.get(s.get("type"))
             if kind is None or "name" not in s:
                 raise ContractError(file, f"signature.inputs[{n}]", f"column type {s.get('type')!r} unsupported")
-            inputs.append({"name": s["name"], "type": kind, "required": s.get("required", True)})
+            inputs.append({"name": str(s["name"]), "type": kind, "required": s.get("required", True)})
     rows = _example_rows(model_dir, mlmodel, [i["name"] for i in inputs])
     if rows:
         for spec in inputs:
@@ -322,7 +338,27 @@ def derive_contract(model_dir: Path, mlmodel: dict[str, Any]) -> Contract:
     try:
         return Contract.model_validate(data).model_copy(update={"source": "signature"})
     except ValidationError as e:
-        raise ContractError(file, "signature", str(e.errors()[0]["msg"])) from None
+        err = e.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+        where = f"signature.{_loc(loc)}" if loc else "signature"
+        if len(loc) == 3 and loc[0] == "inputs" and loc[2] == "name" and isinstance(loc[1], int):
+            where = f"signature.inputs[{loc[1]}] (column {inputs[loc[1]]['name']!r})"
+        raise ContractError(file, where, err["msg"].removeprefix("Value error, ")) from None
+
+
+def example_row(contract: Contract) -> dict[str, Any]:
+    """A valid row for the docs: test data first, else each input's example (or a plausible value)."""
+    if contract.test_data:
+        return dict(contract.test_data.rows[0])
+    row = {}
+    for i in contract.inputs:
+        fallback = {"integer": 0, "double": 0.0, "boolean": False, "string": ""}[i.type]
+        if i.allowed:
+            fallback = i.allowed[0]
+        elif i.minimum is not None:
+            fallback = int(i.minimum) if i.type == "integer" else i.minimum
+        row[i.name] = i.example if i.example is not None else fallback
+    return row
 
 
 def untyped_contract() -> Contract:
@@ -333,6 +369,17 @@ def untyped_contract() -> Contract:
     return Contract.model_construct(
         version=1, description=None, inputs=[], outputs=[], entity=None, test_data=None, source="none"
     )
+
+
+def declared_contract(names: list[str], file: str) -> Contract:
+    """The contract of an unsigned model that declares its input columns (all doubles)."""
+    try:
+        inputs = [{"name": n, "type": "double"} for n in names]
+        return Contract.model_validate({"inputs": inputs}).model_copy(update={"source": "model"})
+    except ValidationError as e:
+        raise ContractError(
+            file, "the model's feature names", e.errors()[0]["msg"].removeprefix("Value error, ")
+        ) from None
 
 
 def has_signature(mlmodel: dict[str, Any]) -> bool:

@@ -5,11 +5,13 @@ Routes raise `PredictorError(status, code, message, details)`. The typed API ans
 routes answer KServe's shape, whose `error` is the human message its clients print (`KServeErrorBody`); the
 MLflow scoring routes answer MLflow's (`error_code`, `message`), built by `mlflow_protocol`. Each router picks
 its shape with `route_class(render)`, which also turns body validation errors and anything unexpected into
-that shape. Request data is never echoed back: details carry the path and the reason only.
+that shape. Request data is never echoed back: details carry the path and the reason only. A refusal may carry
+headers (`WWW-Authenticate` on a 401, `Retry-After` on a 503).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -21,9 +23,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from custom_predictor import lane
-
 INVALID = "the request does not match the model's contract"
+log = logging.getLogger("custom_predictor.errors")
 
 
 class ErrorDetail(BaseModel):
@@ -58,9 +59,17 @@ class KServeErrorBody(BaseModel):
 class PredictorError(Exception):
     """A refusal with an HTTP status, a code and a message (never the input), rendered by the route's protocol."""
 
-    def __init__(self, status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details or []
+        self.headers = headers
 
 
 def invalid(loc: str, msg: str, kind: str = "value_error", status: int = 422) -> PredictorError:
@@ -74,7 +83,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def render_default(e: PredictorError) -> Response:
-    return json_response({"error": e.code, "message": e.message, "details": e.details}, e.status)
+    return json_response({"error": e.code, "message": e.message, "details": e.details}, e.status, e.headers)
 
 
 def kserve_message(e: PredictorError) -> str:
@@ -83,7 +92,7 @@ def kserve_message(e: PredictorError) -> str:
 
 
 def render_kserve(e: PredictorError) -> Response:
-    return json_response({"error": kserve_message(e), "code": e.code, "details": e.details}, e.status)
+    return json_response({"error": kserve_message(e), "code": e.code, "details": e.details}, e.status, e.headers)
 
 
 def loc_string(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -119,28 +128,33 @@ def from_validation(errors: list[Any], prefix: tuple[Any, ...] = ()) -> Predicto
 Render = Callable[[PredictorError], Response]
 
 
-def route_class(render: Render) -> type[APIRoute]:
-    """An APIRoute whose refusals (raised, from body validation, or unexpected) are rendered by `render`; a JSON
-    body route takes the direct lane (`lane`) for the requests it accepts."""
+def route_class(render: Render, protocol: str = "") -> type[APIRoute]:
+    """An APIRoute of `protocol` whose refusals (raised by the route or its dependencies, from parameter
+    validation, or unexpected) are rendered by `render`."""
 
     class ProtocolRoute(APIRoute):
         renderer = staticmethod(render)
+        speaks = protocol
 
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            fastapi_handler = super().get_route_handler()
-            handler: lane.Handler = lane.direct(lane.effective(self), fastapi_handler) or fastapi_handler
+            handler = super().get_route_handler()
 
             async def run(request: Request) -> Response:
                 try:
                     return await handler(request)
                 except PredictorError as e:
-                    return render(e)
+                    refusal = e
                 except RequestValidationError as e:
-                    return render(from_validation(list(e.errors())))
+                    refusal = from_validation(list(e.errors()))
                 except StarletteHTTPException:
                     raise
-                except Exception as e:  # noqa: BLE001 - no traceback and no input in any answer
-                    return render(PredictorError(500, "internal_error", f"unexpected {e.__class__.__name__}"))
+                except Exception as e:
+                    log.exception("unexpected %s on %s", e.__class__.__name__, self.path)
+                    refusal = PredictorError(500, "internal_error", f"unexpected {e.__class__.__name__}")
+                call = getattr(request.state, "call", None)
+                if call is not None:
+                    call.error = refusal.code
+                return render(refusal)
 
             return run
 
@@ -160,6 +174,21 @@ _CASES: list[tuple[int, str, str, str, list[dict[str, str]]]] = [
         "invalid_input",
         INVALID,
         _DETAIL,
+    ),
+    (
+        401,
+        "No valid credential (docs/security.md): WWW-Authenticate says how.",
+        "unauthenticated",
+        "a valid credential is required",
+        [],
+    ),
+    (403, "The caller may not use this model.", "forbidden", "this caller may not use this model", []),
+    (
+        413,
+        "The body is larger than this predictor takes (the limit is in the message).",
+        "too_large",
+        "the request body is larger than this predictor's limit of 16777216 bytes",
+        [],
     ),
     (500, "The model failed (the input is not echoed).", "model_error", "the model raised RuntimeError", []),
     (503, "The model is not loaded yet, or its self-test failed.", "not_ready", "the model is still loading", []),

@@ -54,23 +54,25 @@ _NUMPY_SCALARS = {f"numpy.{t.__name__}" for t in set(np.sctypeDict.values())}
 """numpy's scalar types (numpy.int64, ...): skops trusts them as values and as a dict's key types."""
 
 
-def read(path: Path, serialization_format: str, trusted: list[str] | None, estimators: set[str]) -> Any:
+def read(path: Path, serialization_format: str, trusted: list[str] | None, estimators: set[str] | None) -> Any:
     """The model in `path` as plain data.
 
     For skops, `trusted` is the MLmodel's `skops_trusted_types` and `estimators` the scikit-learn classes
     the caller may meet (all of which skops trusts by default): a file holding any other type is refused,
-    as skops would refuse it (a Tree, for one, must be listed in `trusted`).
+    as skops would refuse it (a Tree, for one, must be listed in `trusted`). `estimators=None` reads any type
+    (for reading attributes only: nothing in the file runs either way).
     """
     if serialization_format == "skops":
-        return read_skops(path, _SKOPS_TRUSTED | estimators | set(trusted or []))
+        return read_skops(path, None if estimators is None else _SKOPS_TRUSTED | estimators | set(trusted or []))
     if serialization_format in ("pickle", "cloudpickle"):
         return read_pickle(path)
     raise ModelFileError(f"unknown serialization format {serialization_format!r}")
 
 
 # ---- skops -------------------------------------------------------------------------------------------------
-def read_skops(path: Path, trusted: set[str]) -> Any:
-    """skops protocol 2 (skops >= 0.10); every type in the file must be in `trusted` or a numpy scalar."""
+def read_skops(path: Path, trusted: set[str] | None) -> Any:
+    """skops protocol 2 (skops >= 0.10); every type in the file must be in `trusted` (unless None) or a numpy
+    scalar."""
     try:
         with zipfile.ZipFile(path) as zf:
             schema = json.loads(zf.read("schema.json"))
@@ -82,7 +84,7 @@ def read_skops(path: Path, trusted: set[str]) -> Any:
         raise
     except Exception as e:  # noqa: BLE001 - whatever a damaged or crafted file causes (MemoryError too)
         raise ModelFileError(f"cannot read {path.name}: {e.__class__.__name__}") from None
-    untrusted = sorted(reader.types - trusted)
+    untrusted = [] if trusted is None else sorted(reader.types - trusted)
     if untrusted:
         raise ModelFileError(f"{path.name} holds types skops does not trust by default: {', '.join(untrusted)}")
     return obj

@@ -1,6 +1,6 @@
 """Model outputs as JSON values: one value per row, whatever the library returned (ndarray, DataFrame, tensor...).
 
-Neighbours: every backend's `predict` ends here; `check` compares kernel and estimator outputs in this form.
+Neighbours: the codecs that answer in rows end here; `check` compares kernel and estimator outputs in this form.
 """
 
 from __future__ import annotations
@@ -27,6 +27,18 @@ def to_list(out: Any) -> list[Any]:
     if isinstance(out, list | tuple):
         return [native(v) for v in out]
     return [native(out)]
+
+
+def count(out: Any) -> int:
+    """How many predictions (rows) a model output holds, without converting it."""
+    shape = getattr(out, "shape", None)
+    if shape is not None:
+        return int(shape[0]) if len(shape) else 1
+    if isinstance(out, dict):
+        return len(to_list(out))
+    if isinstance(out, list | tuple):
+        return len(out)
+    return 1
 
 
 def native(v: Any) -> Any:

@@ -4,12 +4,15 @@
 1. checks the model's requirements against the installed libraries (`requirements`): a missing library or
    another major version of the flavor's library fails it for good; smaller drift becomes `notes`;
 2. loads the first backend of `backends.candidates` that takes the model;
-3. predicts the contract's test rows (or the input example) and compares them with the expected outputs.
+3. predicts the contract's test rows (or the input example) and compares them with the expected outputs;
+4. times a 1-row and an `INLINE_ROWS`-row prediction: requests small enough to cost under `INLINE_SECONDS` may
+   then run on the event loop (`inline_rows`); everything else runs in the data plane's thread pool.
 State is loading -> ready, or failed with `reason` (every load failure is permanent: `__main__` then ends the
-process with that reason as its last line). With an evaluator of ours (a numpy kernel, the pt2 reader), a
-low-priority check against the library runs once serving and hands over to the library on a difference.
-The facade the routes use: `state`, `ready`, `reason`, `kind`, `kernel_check`, `flavor`, `inline`, `notes`,
-`predict(rows, may_block=..., params=..., raw=...)`, `predict_raw`, `wait`, `wait_checked`, `wait_failed`,
+process with that reason as its last line). With an evaluator of ours (a numpy kernel), a low-priority check
+against the library runs once serving and hands over to the library on a difference, and also when the check
+cannot run (fails closed).
+The facade the data plane uses: `state`, `ready`, `reason`, `kind`, `kernel_check`, `flavor`, `inline_rows`,
+`notes`, `predict(columns, may_block=..., params=...)`, `predict_raw`, `wait`, `wait_checked`, `wait_failed`,
 `close`, `self_test`.
 """
 
@@ -34,13 +37,18 @@ from custom_predictor.backends import (
     candidates,
 )
 from custom_predictor.backends.pyfunc import PyfuncBackend
-from custom_predictor.contract import PY_TYPES, Contract
-from custom_predictor.outputs import to_list
+from custom_predictor.columns import Columns
+from custom_predictor.contract import PY_TYPES, Contract, example_row
+from custom_predictor.outputs import count, to_list
 
 log = logging.getLogger("custom_predictor.runtime")
 
 _INPUT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST"}
 _INPUT_ERRORS = (ValueError, TypeError, OverflowError)  # OverflowError: an integer beyond int64
+INLINE_ROWS = 64
+"""Most rows a request may have to be predicted on the event loop (no thread hop)."""
+INLINE_SECONDS = 0.0005
+"""What a prediction on the event loop may cost at most, as measured at start (other requests wait meanwhile)."""
 
 
 class Runtime:
@@ -75,7 +83,8 @@ class Runtime:
             self._unreadable = f"unreadable model: {e}"
         self.backend: Backend | None = None
         self.names = contract.input_names
-        self._defaults = {i.name: i.default for i in contract.inputs if i.default is not None}
+        self.inline_rows = 0
+        """Requests of up to this many rows run on the event loop (measured once the self-test passed)."""
         self._ready = threading.Event()
         self._checked = threading.Event()
         self._closing = threading.Event()
@@ -89,11 +98,6 @@ class Runtime:
     def kind(self) -> str | None:
         """How the model runs: kernel, sklearn-fast, xgboost, lightgbm, pytorch or pyfunc (None before load)."""
         return self.backend.kind if self.backend is not None else None
-
-    @property
-    def inline(self) -> bool:
-        """Small requests are quick enough to predict on the event loop (no thread hop)."""
-        return self.backend is not None and self.backend.inline
 
     @property
     def flavor(self) -> str:
@@ -134,8 +138,15 @@ class Runtime:
         if problem:
             self._fail(f"self-test failed: {problem}")
             return
+        self.inline_rows = self._measure()
         self.state = "ready"
-        log.info("model ready kind=%s flavor=%s load_seconds=%.3f", self.kind, self.flavor, self.load_seconds)
+        log.info(
+            "model ready kind=%s flavor=%s load_seconds=%.3f inline_rows=%d",
+            self.kind,
+            self.flavor,
+            self.load_seconds,
+            self.inline_rows,
+        )
         self._ready.set()
         if self.backend.verifies() and self.options.verify_kernel and not self._closing.is_set():
             self.kernel_check = "pending"
@@ -198,57 +209,49 @@ class Runtime:
         return self._checked.wait(timeout)
 
     def check_kernel(self) -> None:
-        """Our evaluator (a numpy kernel, the pt2 reader) against the library; on a difference, serve with the
-        backend's replacement (the estimator, the library's module) from then on."""
+        """Our evaluator (a numpy kernel) against the library; on a difference, or when the check cannot run
+        (its child fails to start, runs out of memory, times out), serve with the backend's replacement (the
+        estimator) from then on: no unverified answers."""
         backend = self.backend
         try:
             if backend is None or not backend.verifies():
                 return
             self.kernel_check = backend.verify(self.self_test_rows(), self._closing)
-            if self.kernel_check != "mismatch" or self._closing.is_set():
+            if self.kernel_check == "passed" or self._closing.is_set():
                 return  # stopping: load nothing more
+            log.warning("serving with the library from now on (kernel check: %s)", self.kernel_check)
             try:
                 self.backend = backend.replacement()
+                self.inline_rows = 0
             except ModelFailure as e:
                 self._fail(str(e))
         finally:
             self._checked.set()
 
     # ---- predicting ----------------------------------------------------------------------------------------
-    def predict(
-        self,
-        rows: list[dict[str, Any]],
-        *,
-        may_block: bool = True,
-        params: dict[str, Any] | None = None,
-        raw: bool = False,
-    ) -> Any:
-        """Predictions for validated rows (one per row). Raises `ModelFailure` if the model raises.
+    def predict(self, columns: Columns, *, may_block: bool = True, params: dict[str, Any] | None = None) -> Any:
+        """The model's own output (array, DataFrame, ...) for checked columns, one prediction per row. Raises
+        `ModelFailure` if the model raises or answers another number of rows.
 
         With `may_block=False`, raises `WouldBlock` instead of waiting for a library to load. `params` go to a
-        pyfunc model (the others take none). With `raw`, the model's own output (array, DataFrame, ...) is
-        returned instead of one JSON-able value per row.
+        pyfunc model (the others take none).
         """
         backend = self.backend
         if backend is None:
             raise ModelFailure("the model is not loaded")
-        if self._defaults:
-            rows = [{**self._defaults, **r} for r in rows]
         try:
             if params and isinstance(backend, PyfuncBackend):
-                out = backend.predict(rows, may_block=may_block, params=params)
+                out = backend.predict(columns, may_block=may_block, params=params)
             else:
-                out = backend.predict(rows, may_block=may_block)
-            if raw:
-                return out
-            result = to_list(out)
+                out = backend.predict(columns, may_block=may_block)
+            n = count(out)
         except (WouldBlock, ModelFailure):
             raise
         except Exception as e:  # noqa: BLE001 - the model's own errors become one safe error body
-            raise _failure(e, len(rows)) from None
-        if len(result) != len(rows):
-            raise ModelFailure(f"the model returned {len(result)} predictions for {len(rows)} rows")
-        return result
+            raise _failure(e, columns.n) from None
+        if n != columns.n:
+            raise ModelFailure(f"the model returned {n} predictions for {columns.n} rows")
+        return out
 
     def predict_raw(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         """An untyped model (no signature, no contract): `data` (DataFrame, array, ...) to pyfunc as is, and its
@@ -257,9 +260,39 @@ class Runtime:
         if not isinstance(backend, PyfuncBackend):
             raise ModelFailure("the model is not loaded")
         try:
-            return backend.pyfunc.predict(data, params=params) if params else backend.pyfunc.predict(data)
+            return backend.predict_raw(data, params)
         except Exception as e:  # noqa: BLE001 - the model's own errors become one safe error body
             raise _failure(e, len(data) if hasattr(data, "__len__") else 1) from None
+
+    def _measure(self) -> int:
+        """How many rows a request may have to run on the event loop: 0 unless the backend may run there and a
+        1-row and an INLINE_ROWS-row prediction (best of 3 each) show that many rows cost under INLINE_SECONDS."""
+        if self.backend is None or not self.backend.inline or not self.names:
+            return 0
+        rows = self.self_test_rows() or [example_row(self.contract)]
+        one = Columns.from_rows(rows[:1], self.contract)
+        many = Columns.from_rows((rows * INLINE_ROWS)[:INLINE_ROWS], self.contract)
+        try:
+            fixed = self._best(one)
+            if fixed > INLINE_SECONDS:
+                return 0
+            full = self._best(many)
+        except Exception as e:  # noqa: BLE001 - not measurable (it would load a library, or raised): the pool
+            log.info("not predicting on the event loop: %s", e.__class__.__name__)
+            return 0
+        per_row = max(full - fixed, 0.0) / (INLINE_ROWS - 1)
+        return INLINE_ROWS if per_row == 0 else max(0, min(INLINE_ROWS, 1 + int((INLINE_SECONDS - fixed) / per_row)))
+
+    def _best(self, columns: Columns) -> float:
+        """The quickest of 3 predictions, or the first one's time when it is over the budget already."""
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            self.predict(columns, may_block=False)
+            best = min(best, time.perf_counter() - t0)
+            if best > INLINE_SECONDS:
+                break
+        return best
 
     # ---- self-test -----------------------------------------------------------------------------------------
     def self_test_rows(self) -> list[dict[str, Any]]:
@@ -274,7 +307,7 @@ class Runtime:
         if test is None:
             return None
         try:
-            got = self.predict(self.self_test_rows())
+            got = to_list(self.predict(Columns.from_rows(self.self_test_rows(), self.contract)))
         except ModelFailure as e:
             return f"predicting the test rows: {e}"
         for n, (want, have) in enumerate(zip(test.expected or [], got, strict=False)):

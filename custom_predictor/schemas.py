@@ -1,9 +1,11 @@
-"""Typed request/response models built from a contract, so the OpenAPI page documents the real inputs.
+"""A contract's record (one input row) and the typed API's bodies, built once per contract: what the typed API,
+KServe V1 and MLflow's scoring protocol validate rows with and document.
 
-A record is a TypedDict (validated straight into a dict: no model_dump on the hot path) with strict types,
-ranges and allowed values from the contract, and its descriptions, units and examples in the schema.
-The KServe V1/V2 bodies are built per contract by `kserve_schemas` and `v2_schemas` from the same value types,
-MLflow's by `mlflow_schemas`.
+A record is a TypedDict keyed by the real column names (any name MLflow accepts: spaces, parentheses, `%`,
+non-ASCII letters) with strict types, ranges and allowed values from the contract, and its descriptions, units and
+examples in the schema; it validates straight into a dict. `validate_rows` checks a protocol's rows in one pass and
+gives `Columns`, with errors located in that protocol's body.
+Neighbours: each protocol's `schemas` builds its documented bodies from `field_type` and `record`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NotRequired, Required
 
 from pydantic import (
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -18,17 +21,30 @@ from pydantic import (
     StrictInt,
     StrictStr,
     TypeAdapter,
+    ValidationError,
     create_model,
 )
 from typing_extensions import TypedDict
 
-from custom_predictor.contract import Contract, InputSpec
-from custom_predictor.kserve_schemas import WHOLE_NUMBER, V1Request, V1Response, V2Request, V2Response, v1_request_model
-from custom_predictor.v2_schemas import v2_request_model
+from custom_predictor import errors, jsonbody
+from custom_predictor.columns import Columns, Locate
+from custom_predictor.contract import Contract, InputSpec, example_row
+from custom_predictor.errors import PredictorError
 
-__all__ = ["Schemas", "V1Request", "V1Response", "V2Request", "V2Response", "example_row"]
+__all__ = ["WHOLE_NUMBER", "Schemas", "example_row", "field_type"]
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 2.0 as an integer (the same number as 2): take it as 2, as its schema promises."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+WHOLE_NUMBER = BeforeValidator(_whole_number)
+"""Integer inputs take a JSON integer or a number with no fractional part (2.0). Placed after the bounds in
+`Annotated`, so that the JSON schema keeps them."""
+
+
+INT64 = (-(2**63), 2**63 - 1)
 _BASE: dict[str, Any] = {"integer": StrictInt, "double": StrictFloat, "boolean": StrictBool, "string": StrictStr}
 
 
@@ -43,6 +59,8 @@ def field_type(spec: InputSpec) -> Any:
         kw["ge"] = spec.minimum
     if spec.maximum is not None:
         kw["le"] = spec.maximum
+    if spec.type == "integer":  # what an int64 column holds (pyfunc's DataFrame, the model's matrix)
+        kw["ge"], kw["le"] = max(kw.get("ge", INT64[0]), INT64[0]), min(kw.get("le", INT64[1]), INT64[1])
     if spec.type == "double":
         kw["allow_inf_nan"] = False
     if spec.type == "string":
@@ -52,25 +70,10 @@ def field_type(spec: InputSpec) -> Any:
     return Annotated[_BASE[spec.type], Field(**kw)]
 
 
-def example_row(contract: Contract) -> dict[str, Any]:
-    """A valid row for the docs: test data first, else each input's example (or a plausible value)."""
-    if contract.test_data:
-        return dict(contract.test_data.rows[0])
-    row = {}
-    for i in contract.inputs:
-        fallback = {"integer": 0, "double": 0.0, "boolean": False, "string": ""}[i.type]
-        if i.allowed:
-            fallback = i.allowed[0]
-        elif i.minimum is not None:
-            fallback = int(i.minimum) if i.type == "integer" else i.minimum
-        row[i.name] = i.example if i.example is not None else fallback
-    return row
-
-
 class Schemas:
-    """Every body model the routes use, built once per contract. An untyped contract (a model with no signature
-    and no contract) gets free-form records and the static V2 request; `example` is then the input example's
-    first row, when it is a table."""
+    """The record and the typed API's bodies, built once per contract. An untyped contract (a model with no
+    signature and no contract) gets free-form records; `example` is then the input example's first row, when it
+    is a table."""
 
     def __init__(
         self,
@@ -81,25 +84,27 @@ class Schemas:
         entity_example: Any = None,
         example: dict[str, Any] | None = None,
     ) -> None:
+        self.contract, self.max_records, self.entity_example = contract, max_records, entity_example
+        self.max_values = jsonbody.values_limit(len(contract.inputs), max_records)
+        """The JSON values a body of this model's rows may hold (`jsonbody.load`)."""
         self.typed = bool(contract.inputs)
         record: Any = self._record(contract, title) if self.typed else dict[str, Any]
         self.record: Any = record
-        self.rows: TypeAdapter[Any] = TypeAdapter(list[record])
+        self.values: list[Any] = [field_type(spec) for spec in contract.inputs]
+        """Each input's value type, in input order (array forms of a row)."""
+        self.rows: TypeAdapter[Any] = TypeAdapter(Annotated[list[record], Field(fail_fast=True)])
         self.example = example_row(contract) if self.typed else (example or {})
-        self.v1_request: Any = None
-        self.v2_request: Any = V2Request
-        if self.typed:
-            values = [field_type(spec) for spec in contract.inputs]
-            self.v1_request = v1_request_model(contract, record, values, max_records, self.example)
-            """KServe V1 body: validates like `V1Request`, documents the contract's rows exactly."""
-            self.v2_request = v2_request_model(contract, max_records, self.example)
-            """Open Inference Protocol body: validates like `V2Request`, documents the contract's tensors exactly."""
         self.predict_request = create_model(
             "PredictRequest",
             __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{"records": [self.example]}]}),
             records=(
                 list[record],
-                Field(min_length=1, max_length=max_records, description="Rows to predict, one object per row."),
+                Field(
+                    min_length=1,
+                    max_length=max_records,
+                    fail_fast=True,
+                    description="Rows to predict, one object per row.",
+                ),
             ),
         )
         out_type: Any = _output_type(contract)
@@ -118,6 +123,18 @@ class Schemas:
         self.dataset_response: Any = None
         if contract.entity:
             self._entity(contract, record, entity_example)
+
+    def validate_rows(self, raw: list[Any], prefix: str, locate: Locate, status: int = 422) -> Columns:
+        """Rows from a request body (dicts of input name -> value) against the contract, as Columns; errors are
+        located in that body by `locate`, and a body with more than `max_records` rows is refused at `prefix`."""
+        if len(raw) > self.max_records:
+            raise errors.invalid(prefix, f"at most {self.max_records} rows per request", "too_long", status)
+        try:
+            rows: list[dict[str, Any]] = self.rows.validate_python(raw)
+        except ValidationError as e:
+            details = errors.validation_details(e.errors(), locate)
+            raise PredictorError(status, "invalid_input", errors.INVALID, details) from None
+        return Columns.from_rows(rows, self.contract)
 
     @staticmethod
     def _record(contract: Contract, title: str) -> Any:

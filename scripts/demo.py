@@ -190,6 +190,19 @@ class Stack:
                 raise Failed(f"MLflow server did not answer within 120s; see {self.mlflow_log}")
             time.sleep(0.3)
 
+    def new_key(self) -> str:
+        """A fresh API key for the local predictors (they require one, as on a cluster): its hashed entry replaces
+        the keys file the local target points them at (they re-read it: no restart), the key itself is shown once."""
+        from custom_predictor.auth.apikeys import generate
+
+        key, line = generate("demo")
+        self.adapter_state.mkdir(parents=True, exist_ok=True)
+        keys = self.adapter_state / "api-keys"
+        fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(line + "\n")
+        return key
+
     def start_adapter(self) -> None:
         env = dict(os.environ)
         env.update(
@@ -320,25 +333,39 @@ def wait_ready(
     return ready
 
 
-def curl(url: str, body: dict[str, Any]) -> str:
-    return f"curl -s -X POST {shlex.quote(url)} -H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
+def curl(url: str, body: dict[str, Any], key: str) -> str:
+    auth = shlex.quote(f"Authorization: Bearer {key}")
+    body_text = shlex.quote(json.dumps(body))
+    return f"curl -s -X POST {shlex.quote(url)} -H {auth} -H 'Content-Type: application/json' -d {body_text}"
 
 
-def summary(settings: DemoSettings, models: list[demo_models.DemoModel], tags: dict[str, dict[str, str]]) -> None:
+def summary(
+    settings: DemoSettings,
+    models: list[demo_models.DemoModel],
+    tags: dict[str, dict[str, str]],
+    table: Path,
+    key: str,
+) -> None:
     say()
     say(f"MLflow UI (the written-back deployment.* tags are on each version): {settings.mlflow_url}/#/models")
+    say(f"API key of the predictors (shown once; a new one each start; docs/security.md): {key}")
     for m in models:
         t = tags[m.name]
         api = t["model_endpoint"].rstrip("/") + "/v1"
         say()
         say(f"{m.title}: {m.name} v{m.version}")
         say(f"  MLflow:     {settings.mlflow_url}/#/models/{m.name}/versions/{m.version}")
-        say(f"  Swagger UI: {t['model_endpoint']}")
+        say(f"  Swagger UI: {t['model_endpoint']}  (Authorize with the API key, then Try it out)")
         say("  Predict a record:")
-        say(f"    {curl(api + '/predict', {'records': [m.record]})}")
+        say(f"    {curl(api + '/predict', {'records': [m.record]}, key)}")
         if m.lookup:
             say(f"  Look up a registered patient ({', '.join(m.lookup)}) and predict:")
-            say(f"    {curl(api + '/model/predict', m.lookup)}")
+            say(f"    {curl(api + '/model/predict', m.lookup, key)}")
+        if t.get("deployment.inference_log"):
+            say(f"  Inference log: {t['deployment.inference_log']}")
+    say()
+    say(f"Inference table (one row per call, written within seconds of it): {table}")
+    say(f"  python -c {shlex.quote(f'import pandas; print(pandas.read_parquet({str(table)!r}))')}")
     say()
 
 
@@ -359,9 +386,10 @@ def run(settings: DemoSettings, stack: Stack, done: threading.Event) -> int:
     for m in models:
         say(f"  {m.name} v{m.version}: {'reused' if m.reused else 'registered'}, marked by {m.marked_by}")
     say(f"[3/3] Deploying both, up to {settings.timeout:g}s")
+    key = stack.new_key()
     tags = wait_ready(client, stack, models, settings.timeout)
     say(f"Both models ready, {time.monotonic() - t0:.0f}s after start.")
-    summary(settings, models, tags)
+    summary(settings, models, tags, stack.adapter_state.resolve() / "inference-log", key)
     done.set()
     if settings.exit_when_ready:
         return 0

@@ -49,6 +49,7 @@ MLFLOW_URI="http://127.0.0.1:${MLFLOW_PORT}" # MLflow as the host sees it (pods 
 PYTHON="${PYTHON:-.venv/bin/python}"
 READY_TIMEOUT="${E2E_READY_TIMEOUT:-900}"
 ZERO_TIMEOUT="${E2E_SCALE_TO_ZERO_TIMEOUT:-600}"
+export CONTAINER_TOOL=docker # kind loads images from docker
 export ADAPTER_IMAGE="kind.local/service-builder-adapter:dev"
 export PREDICTOR_IMAGE="kind.local/service-builder-predictor:dev"
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
@@ -343,10 +344,17 @@ up() {
   setvar API_PATH "/${rest#*/}" 'path part of $ENDPOINT (ends in /api/)'
   say "endpoint: $ENDPOINT (Host: $HOST, path: $API_PATH)"
 
-  step "Call predict and fetch the Swagger page through the Kourier gateway (Host of status.url)"
+  step "Call predict (a token RBAC lets get this InferenceService) and fetch the Swagger page through Kourier"
   port_forward kourier-system kourier "$KOURIER_PORT:80" "http://127.0.0.1:$KOURIER_PORT/"
   local gw="http://127.0.0.1:$KOURIER_PORT"
-  capture PREDICTION curl -sS --fail-with-body --max-time 300 -H "Host: $HOST" \
+  # Predictors require a credential (docs/security.md); the adapter's ServiceAccount may get InferenceServices.
+  # Its token goes into a header file (mode 0600) that curl reads with -H @file: the log never shows it.
+  local auth="$LOG_DIR/auth-header"
+  run_sh "kubectl --context $CTX -n $NS create token service-builder --duration 2h | (umask 077; sed 's/^/Authorization: Bearer /' > $auth)"
+  capture ANONYMOUS curl -sS --max-time 300 -o /dev/null -w '%{http_code}' -H "Host: $HOST" \
+    -H 'Content-Type: application/json' -d "$PAYLOAD" "$gw${API_PATH}v1/predict"
+  expect "a call without a credential is refused" '[[ "$ANONYMOUS" == 401 ]]'
+  capture PREDICTION curl -sS --fail-with-body --max-time 300 -H "Host: $HOST" -H "@$auth" \
     -H 'Content-Type: application/json' -d "$PAYLOAD" "$gw${API_PATH}v1/predict"
   say "prediction (v$V1): $PREDICTION"
   capture SWAGGER curl -sS --fail-with-body --max-time 60 -H "Host: $HOST" "$gw$API_PATH"
@@ -361,7 +369,8 @@ up() {
   local pods="kubectl --context $CTX get pods -n $NS -l serving.kserve.io/inferenceservice=$ISVC -o name"
   poll "$ZERO_TIMEOUT" 5 "[ -z \"\$($pods)\" ]"
   capture COLD_SECONDS curl -sS --fail-with-body --max-time 300 -o /dev/null -w '%{time_total}' \
-    -H "Host: $HOST" -H 'Content-Type: application/json' -d "$PAYLOAD" "$gw${API_PATH}v1/predict"
+    -H "Host: $HOST" -H "@$auth" -H 'Content-Type: application/json' -d "$PAYLOAD" \
+    "$gw${API_PATH}v1/predict"
   say "scale-from-zero latency: ${COLD_SECONDS}s (first request after scale to zero, through Kourier)"
 
   step "Register version 2, promote it: rollout on the same URL, version 1 superseded"
@@ -379,7 +388,7 @@ up() {
   capture SERVED kubectl --context "$CTX" get inferenceservice "$ISVC" -n "$NS" \
     -o 'jsonpath={.metadata.annotations.mlflow\.org/model-version}'
   expect "the InferenceService carries version 2" '[[ "$SERVED" == "$V2" ]]'
-  capture PREDICTION2 curl -sS --fail-with-body --max-time 300 -H "Host: $HOST" \
+  capture PREDICTION2 curl -sS --fail-with-body --max-time 300 -H "Host: $HOST" -H "@$auth" \
     -H 'Content-Type: application/json' -d "$PAYLOAD" "$gw${API_PATH}v1/predict"
   say "prediction (v$V2): $PREDICTION2"
   k get inferenceservices -n "$NS"

@@ -32,6 +32,8 @@ def tracking_uri(mlflow_srv: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> s
 
 
 # The real control plane (etcd, kube-apiserver, KServe manager) and its helpers: tests/controlplane/fixtures.py.
+# The predictor's ServiceAccount and RBAC (deploy/base) in a test namespace: tests/auth/conftest.py.
+from tests.auth.conftest import cluster  # noqa: E402
 from tests.controlplane.fixtures import (  # noqa: E402
     admin_api,
     control_plane,
@@ -39,5 +41,6 @@ from tests.controlplane.fixtures import (  # noqa: E402
     knative,
     kube_proxy,
 )
+from tests.images.fixtures import images  # noqa: E402
 
-__all__ = ["admin_api", "control_plane", "k8s_namespace", "knative", "kube_proxy"]
+__all__ = ["admin_api", "cluster", "control_plane", "images", "k8s_namespace", "knative", "kube_proxy"]

@@ -7,6 +7,7 @@ port on 127.0.0.1, stopped at the end of the session.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -17,6 +18,11 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, however it dies (Linux PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -63,6 +69,7 @@ class MlflowServer:
     proc: subprocess.Popen | None = None
     extra_env: dict[str, str] | None = None
     workers: int = 1  # tests: one process; `mlflow server` itself defaults to 4
+    host: str = "127.0.0.1"  # the cluster tier serves pods from its own bridge's address
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -84,7 +91,7 @@ class MlflowServer:
                 "mlflow",
                 "server",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--backend-store-uri",
@@ -99,6 +106,7 @@ class MlflowServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # a killed test session leaves no server behind
         )
         wait_http(f"{self.url}/health", timeout=90, proc=self.proc)
 
@@ -109,10 +117,12 @@ class MlflowServer:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, port: int | None = None, workers: int = 1) -> Iterator[MlflowServer]:
+def mlflow_server(
+    root: Path, port: int | None = None, workers: int = 1, host: str = "127.0.0.1"
+) -> Iterator[MlflowServer]:
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
-    server = MlflowServer(url=f"http://127.0.0.1:{port}", port=port, root=root, workers=workers)
+    server = MlflowServer(url=f"http://{host}:{port}", port=port, root=root, workers=workers, host=host)
     server.start()
     try:
         yield server

@@ -2,10 +2,10 @@
 
 A backend is built from a `Model` (the folder, its MLmodel, its contract, the settings' switches) without doing
 any work; `load()` imports the library and reads the model, or raises `NotApplicable` when this way of running
-cannot take this model (the next candidate of `backends.candidates` then tries); `predict(rows)` returns the
-model's raw output for validated rows (`outputs.to_list` turns it into one JSON value per row). A backend that
-serves with an evaluator of ours says so (`verifies`); the runtime then runs its `verify` once serving and,
-on a difference, serves with its `replacement()`. Every library
+cannot take this model (the next candidate of `backends.candidates` then tries); `predict(columns)` returns the
+model's raw output for checked `Columns` (each protocol's codec encodes it). A backend that serves with an
+evaluator of ours (a numpy kernel) says so (`verifies`); the runtime then runs its `verify` once serving and
+serves with its `replacement()` on a difference, or when the check cannot run. Every library
 import happens inside `load`, never at module import.
 Neighbours: `backends/__init__` chooses; `runtime` loads the chosen one, self-tests and serves it.
 """
@@ -13,13 +13,13 @@ Neighbours: `backends/__init__` chooses; `runtime` loads the chosen one, self-te
 from __future__ import annotations
 
 import json
-import math
 import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
+from custom_predictor.columns import Columns
 from custom_predictor.contract import Contract
 
 
@@ -116,19 +116,6 @@ class Model:
             return dtype if dtype in _TENSOR_DTYPES else "object"
         return None
 
-    def defaults(self) -> dict[str, Any]:
-        return {i.name: i.default for i in self.contract.inputs if i.default is not None}
-
-
-def matrix(rows: list[dict[str, Any]], names: list[str], dtype: Any) -> Any:
-    """Rows as a column-major matrix (None -> NaN): the layout pyfunc's DataFrame hands the libraries, so BLAS
-    and tree libraries see the same numbers in the same order."""
-    import numpy as np
-
-    nan = math.nan
-    values = [[nan if (v := r.get(n)) is None else v for n in names] for r in rows]
-    return np.array(values, dtype=dtype, order="F")
-
 
 def numeric_dtype(model: Model) -> Any:
     """int64 when every input is an integer (pyfunc's DataFrame then holds int64), else float64."""
@@ -151,8 +138,8 @@ class Backend:
         """Import the library and read the model. Raises NotApplicable, or any error as a load failure."""
         raise NotImplementedError
 
-    def predict(self, rows: list[dict[str, Any]], *, may_block: bool = True) -> Any:
-        """The model's output for validated rows (defaults filled in). May raise WouldBlock."""
+    def predict(self, columns: Columns, *, may_block: bool = True) -> Any:
+        """The model's own output (array, DataFrame, ...) for checked columns. May raise WouldBlock."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, str]:

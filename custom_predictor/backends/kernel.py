@@ -15,8 +15,9 @@ import logging
 import threading
 from typing import Any
 
-from custom_predictor.backends.base import Backend, Model, ModelFailure, NotApplicable, matrix, numeric_dtype
+from custom_predictor.backends.base import Backend, Model, ModelFailure, NotApplicable, numeric_dtype
 from custom_predictor.backends.sklearn import EstimatorBackend, reference_outputs, refuse_pickle, sklearn_conf
+from custom_predictor.columns import Columns
 from custom_predictor.outputs import to_list
 
 log = logging.getLogger("custom_predictor.runtime")
@@ -55,10 +56,10 @@ class KernelBackend(Backend):
         except Exception as e:  # noqa: BLE001 - never let the kernel stand in the way of the library's own path
             raise NotApplicable(f"{e.__class__.__name__} while compiling it") from None
 
-    def predict(self, rows: list[dict[str, Any]], *, may_block: bool = True) -> Any:
+    def predict(self, columns: Columns, *, may_block: bool = True) -> Any:
         from custom_predictor.kernels import NeedsEstimator
 
-        x = matrix(rows, self.model.names, numeric_dtype(self.model))
+        x = columns.matrix(self.model.names, numeric_dtype(self.model))
         try:
             return self.kernel(x)
         except NeedsEstimator:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from custom_predictor.backends.base import Backend, NotApplicable, matrix, numeric_dtype
+from custom_predictor.backends.base import Backend, NotApplicable, numeric_dtype
 from custom_predictor.backends.sklearn import refuse_pickle
+from custom_predictor.columns import Columns
 
 _SKLEARN_API = ("lightgbm.sklearn.LGBMClassifier", "lightgbm.sklearn.LGBMRegressor")
 _LABEL_ENCODERS = {"sklearn.preprocessing._label.LabelEncoder", "lightgbm.compat._LGBMLabelEncoder"}
@@ -111,10 +112,10 @@ class LightGBMBackend(Backend):
         self.dtype = numeric_dtype(m)
         self.version = lightgbm.__version__
 
-    def predict(self, rows: list[dict[str, Any]], *, may_block: bool = True) -> Any:
+    def predict(self, columns: Columns, *, may_block: bool = True) -> Any:
         import numpy as np
 
-        result: Any = self.booster.predict(matrix(rows, self.model.names, self.dtype))
+        result: Any = self.booster.predict(columns.matrix(self.model.names, self.dtype))
         classes = self.estimator
         if classes is None:  # a Booster, or a regressor
             return result

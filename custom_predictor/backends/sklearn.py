@@ -19,9 +19,9 @@ from custom_predictor.backends.base import (
     ModelFailure,
     NotApplicable,
     WouldBlock,
-    matrix,
     numeric_dtype,
 )
+from custom_predictor.columns import Columns
 from custom_predictor.outputs import to_list
 
 FORMATS = ("pickle", "cloudpickle", "skops")
@@ -112,8 +112,8 @@ class EstimatorBackend(Backend):
             raise ModelFailure(f"scikit-learn could not load the model ({self._error})")
         return self.method
 
-    def predict(self, rows: list[dict[str, Any]], *, may_block: bool = True) -> Any:
-        return self.call(matrix(rows, self.model.names, self.dtype or numeric_dtype(self.model)), may_block)
+    def predict(self, columns: Columns, *, may_block: bool = True) -> Any:
+        return self.call(columns.matrix(self.model.names, self.dtype or numeric_dtype(self.model)), may_block)
 
     def call(self, x: Any, may_block: bool = True) -> Any:
         """The estimator on a matrix already built (a kernel's); WouldBlock if it must load and may not."""

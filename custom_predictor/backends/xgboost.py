@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from custom_predictor.backends.base import Backend, NotApplicable, matrix, numeric_dtype
+from custom_predictor.backends.base import Backend, NotApplicable, numeric_dtype
+from custom_predictor.columns import Columns
 
 
 class XGBoostBackend(Backend):
@@ -37,8 +38,8 @@ class XGBoostBackend(Backend):
         self.dtype = numeric_dtype(m)
         self.version = xgboost.__version__
 
-    def predict(self, rows: list[dict[str, Any]], *, may_block: bool = True) -> Any:
-        return self.fn(matrix(rows, self.model.names, self.dtype))
+    def predict(self, columns: Columns, *, may_block: bool = True) -> Any:
+        return self.fn(columns.matrix(self.model.names, self.dtype))
 
     def describe(self) -> dict[str, str]:
         return {"kind": self.kind, "xgboost": self.version}

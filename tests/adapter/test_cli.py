@@ -36,6 +36,8 @@ def env_for(world: World, **extra: str) -> dict[str, str]:
         PREDICTOR_SECRET_NAME="mlflow-s3",
         AWS_ACCESS_KEY_ID="planted-key-id",
         AWS_SECRET_ACCESS_KEY=PLANTED,
+        PREDICTOR_API_KEY=f"sbk_{PLANTED}",  # the plugin's `predict` credentials: in no manifest, tag or log
+        PREDICTOR_TOKEN=f"token-{PLANTED}",
         LOG_LEVEL="DEBUG",
         MLFLOW_DISABLE_TELEMETRY="true",
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",

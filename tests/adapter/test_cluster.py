@@ -8,6 +8,7 @@ import base64
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from adapter import naming
 from tests.adapter.conftest import GROUP, PLURAL, VERSION, World
+from tests.auth.conftest import PREDICTOR_ACCOUNT, Cluster
 from tests.controlplane import build
 from tests.controlplane.fixtures import Namespace, new_namespace
 from tests.controlplane.plane import ControlPlane
@@ -199,7 +201,11 @@ def _container_env(admin_api: Any, ns: str, container: dict[str, Any]) -> dict[s
 
 
 @pytest.mark.slow
-def test_what_kserve_renders_starts_our_predictor(world: World, tmp_path: Path) -> None:
+def test_what_kserve_renders_starts_our_predictor(world: World, cluster: Cluster, tmp_path: Path) -> None:
+    """The container KServe renders, run with exactly its env as a kubelet would (the Secret references resolved,
+    the predictor's ServiceAccount token and CA where the kubelet mounts them): secure by default, it answers a
+    token whose ServiceAccount a RoleBinding lets `get` this InferenceService, refuses one without (403) and a
+    call without any (401)."""
     from tests.predictor import models
 
     name = f"{world.prefix}served"
@@ -213,17 +219,31 @@ def test_what_kserve_renders_starts_our_predictor(world: World, tmp_path: Path) 
     rec = world.reconciler()
     rec.run_pass()
     isvc = naming.isvc_name(name)
-    container = world.knative.service(world.ns, isvc)["spec"]["template"]["spec"]["containers"][0]
+    pod = world.knative.service(world.ns, isvc)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
     env = _container_env(world.admin, world.ns, container)
     assert env["AWS_SECRET_ACCESS_KEY"] == "test-secret"  # by reference, resolved as the kubelet would
+    assert env["AUTH_MODES"] == "kubernetes" and pod["serviceAccountName"] == PREDICTOR_ACCOUNT
     port = container["ports"][0]["containerPort"]
-    assert env["PORT"] == str(port)
+    # Knative reserves PORT (its webhook refuses a Service that sets it) and sets it to the containerPort: the
+    # predictor's default.
+    assert "PORT" not in env and port == 8080
+    mounted = tmp_path / "serviceaccount"  # what the kubelet mounts for the pod's ServiceAccount
+    mounted.mkdir()
+    (mounted / "token").write_text(cluster.token(PREDICTOR_ACCOUNT))
+    (mounted / "ca.crt").write_bytes(cluster.plane.ca.read_bytes())
+    host, api_port = cluster.plane.url.removeprefix("https://").split(":")
+    kubelet = {
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": api_port,
+        "AUTH_SERVICE_ACCOUNT_DIR": str(mounted),
+    }
     # The image's entrypoint from this checkout, with exactly that env; only the port is a free one (8080 may be
     # taken on a shared machine) and the address loopback.
     local = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "custom_predictor"],
-        env={"PATH": "/usr/bin:/bin", **env, "PORT": str(local), "HOST": "127.0.0.1"},
+        env={"PATH": "/usr/bin:/bin", **env, **kubelet, "PORT": str(local), "HOST": "127.0.0.1"},
         stdout=(tmp_path / "predictor.log").open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -237,15 +257,28 @@ def test_what_kserve_renders_starts_our_predictor(world: World, tmp_path: Path) 
         assert tags["deployment.status"] == "ready" and tags["deployment.url"] == url
         endpoint = tags["model_endpoint"]
         with urllib.request.urlopen(endpoint, timeout=10) as page:
-            assert page.status == 200 and "swagger-ui" in page.read().decode()
+            assert page.status == 200 and "swagger-ui" in page.read().decode()  # the docs: no credential
+        cluster.isvc = isvc
+        for account in ("reader", "stranger"):
+            cluster.account(account)
+        cluster.grant_get("reader", "reader-may-call")
         row = dict(zip(models.FEATURES, map(float, models.breast_cancer(1)[0][0]), strict=True))
-        request = urllib.request.Request(
-            f"{endpoint}v1/predict",
-            data=json.dumps({"records": [row]}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            assert answer.status == 200 and len(json.loads(answer.read())["predictions"]) == 1
+
+        def predict(token: str | None) -> tuple[int, Any]:
+            headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+            body = json.dumps({"records": [row]}).encode()
+            try:
+                with urllib.request.urlopen(
+                    urllib.request.Request(f"{endpoint}v1/predict", body, headers), timeout=10
+                ) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        status, answer = predict(cluster.token("reader"))
+        assert status == 200 and len(answer["predictions"]) == 1
+        assert predict(cluster.token("stranger"))[0] == 403
+        assert predict(None)[0] == 401
     finally:
         stop_group(proc)
 
@@ -320,3 +353,45 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+_KNATIVE_ONLY = ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds")
+
+
+def _pod_of(ksvc: dict[str, Any], name: str) -> dict[str, Any]:
+    """The Pod a kubelet would run for a Knative Service's revision: its template's pod spec (Knative's own fields
+    dropped, probe ports filled in as Knative fills them). Knative's queue-proxy sidecar is not in it."""
+    spec = {k: v for k, v in ksvc["spec"]["template"]["spec"].items() if k not in _KNATIVE_ONLY}
+    for container in spec["containers"]:
+        port = container["ports"][0]["containerPort"]
+        for probe in ("readinessProbe", "livenessProbe"):
+            if "httpGet" in container.get(probe, {}) and not container[probe]["httpGet"].get("port"):
+                container[probe]["httpGet"]["port"] = port
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def test_the_rendered_pod_meets_the_restricted_pod_security_standard(
+    world: World, control_plane: ControlPlane, admin_api: Any
+) -> None:
+    """The Knative Service KServe renders from our InferenceService gives a Pod that the real API server's
+    PodSecurity admission accepts in a namespace enforcing `restricted` (non-root, no privilege escalation, no
+    capabilities, RuntimeDefault seccomp), with a read-only root; the same Pod without seccomp is refused there."""
+    name = world.model("restricted")
+    world.mlflow.set_registered_model_alias(name, "production", "1")
+    world.reconciler().run_pass()
+    pod = _pod_of(world.knative.service(world.ns, naming.isvc_name(name)), "predictor")
+    container = pod["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
+
+    restricted = new_namespace(control_plane, admin_api, prefix="restricted")
+    client.CoreV1Api(admin_api).patch_namespace(
+        restricted.name, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    pods = client.CoreV1Api(admin_api)
+    pods.create_namespaced_pod(restricted.name, pod, dry_run="All")  # admitted
+    loose = json.loads(json.dumps(pod))
+    del loose["spec"]["containers"][0]["securityContext"]["seccompProfile"]
+    with pytest.raises(ApiException) as refused:
+        pods.create_namespaced_pod(restricted.name, loose, dry_run="All")
+    assert refused.value.status == 403 and "seccompProfile" in refused.value.body

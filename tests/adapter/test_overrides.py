@@ -56,6 +56,12 @@ def cont(doc: dict) -> dict:
         ("serving.memory_limit", "4Gi", lambda d: cont(d)["resources"]["limits"]["memory"], "4Gi"),
         ("serving.image", "img:2-gpu", lambda d: cont(d)["image"], "img:2-gpu"),
         (
+            "serving.max_body",
+            "32Mi",
+            lambda d: {e["name"]: e.get("value") for e in cont(d)["env"]}["MAX_BODY_BYTES"],
+            "33554432",
+        ),
+        (
             "serving.env.OMP_NUM_THREADS",
             "1",
             lambda d: {e["name"]: e.get("value") for e in cont(d)["env"]}["OMP_NUM_THREADS"],
@@ -85,6 +91,9 @@ def test_each_override_lands_in_the_manifest(tag: str, value: str, read, expecte
         ("serving.memory_limit", "5Gi", "exceeds the cluster cap of 4Gi"),
         ("serving.memory_request", "0", "more than 0"),
         ("serving.image", "evil.example/miner:latest", "SERVING_IMAGE_ALLOWLIST"),
+        ("serving.max_body", "1Gi", "exceeds the cluster cap of 64Mi"),
+        ("serving.max_body", "100", "at least 1Ki"),
+        ("serving.max_body", "2048.5", "whole number of bytes"),
         ("serving.env.AWS_SECRET_ACCESS_KEY", "x", "SERVING_ENV_ALLOWLIST"),
         ("serving.env.bad-name", "x", "SERVING_ENV_ALLOWLIST"),
         ("serving.replicas", "2", "unknown setting"),

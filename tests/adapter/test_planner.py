@@ -30,6 +30,7 @@ READY_V1 = {
     "deployment.inferenceservice": "models/m",
     "deployment.revision": "m-predictor-00001",
     "deployment.updated_at": "2026-03-01T11:00:00+00:00",
+    "deployment.inference_log": "metadata -> stdout",
 }
 
 

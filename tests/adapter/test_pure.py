@@ -91,13 +91,19 @@ def test_other_aliases_do_not_count() -> None:
 def settings(monkeypatch: pytest.MonkeyPatch) -> AdapterSettings:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "planted-secret-value")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "planted-key-id")
+    monkeypatch.setenv("PREDICTOR_API_KEY", PLANTED_KEY)  # `predict`'s credentials: never in a manifest
+    monkeypatch.setenv("PREDICTOR_TOKEN", "planted-bearer-token")
     return AdapterSettings(
         k8s_name_space="models",
         predictor_image="kind.local/custom-predictor:dev",
         mlflow_tracking_uri="http://mlflow.mlflow:5000",
         predictor_secret_name="mlflow-s3",
         mlflow_s3_endpoint_url="http://minio:9000",
+        predictor_auth="apikey,kubernetes",
     )
+
+
+PLANTED_KEY = "sbk_planted_" + "k" * 43
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -139,8 +145,11 @@ def test_render_sets_model_env_and_references_secrets(settings: AdapterSettings)
         "name": "AWS_SECRET_ACCESS_KEY",
         "valueFrom": {"secretKeyRef": {"name": "mlflow-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": True}},
     }
+    assert env["AUTH_MODES"]["value"] == "apikey,kubernetes"  # the API keys: a mounted Secret, by name
+    assert doc["spec"]["predictor"]["volumes"][-1]["secret"]["secretName"] == f"{doc['metadata']['name']}-api-keys"
     text = to_yaml(doc)
     assert "planted-secret-value" not in text and "planted-key-id" not in text
+    assert PLANTED_KEY not in text and "planted-bearer-token" not in text
 
 
 def test_readiness_probe_is_knatives_aggressive_one(settings: AdapterSettings) -> None:

@@ -5,7 +5,8 @@ In one run, on one real `mlflow server` (sqlite, proxied artifacts) holding a re
 predictor runs twice, with its numpy kernel (the default) and with `KERNELS=false` (the estimator itself, what
 models outside the kernels get), the second for information (no goal):
 1. Cold start: process start to the first 200 prediction, alternating the servers, median of 5.
-2. 1-row throughput and p50/p99 latency under the same load (16 connections, 20 s after a 3 s warm-up),
+2. 1-row throughput (goal: at least 10x) and p50/p99 latency under the same load (16 connections, 20 s after a
+   3 s warm-up),
    then RSS of the server's process tree (`mlflow models serve` is a CLI process plus a uvicorn child). The
    predictor is measured once its kernel check (scikit-learn in a low-priority child) is over; how long
    that took on an idle server is reported.
@@ -16,7 +17,8 @@ models outside the kernels get), the second for information (no goal):
 5. The flavors of issue 12: an XGBoost classifier, a LightGBM classifier and a PyTorch MLP (tensor signature,
    MLflow 3's exported format), each registered and served by both servers in turn: cold start (median of
    COLD_REPS, alternating) and 1-row throughput and latency under the same load. Goals: at most 0.5x the cold
-   start and at least 3x the throughput of `mlflow models serve`.
+   start (0.6x for PyTorch: `import torch` and `torch.export.load` bound both servers) and at least 3x the
+   throughput of `mlflow models serve`.
 Prints markdown tables with ratios and PASS/FAIL per goal of issues 3, 12 and 13. BENCH_QUICK=1 makes every phase short
 (a smoke run, figures not meaningful). Loopback only; every load is bounded in time.
 """
@@ -55,6 +57,8 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
 local header_length = os.getenv("BENCH_HEADER_LENGTH")
 if header_length then wrk.headers["Inference-Header-Content-Length"] = header_length end
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization then wrk.headers["Authorization"] = authorization end
 local f = io.open(os.getenv("BENCH_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
 done = function(s, latency, requests)
   local e = s.errors
@@ -76,7 +80,7 @@ class Target:
     url: str
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
-    """BENCH_* variables for the wrk script: BENCH_CONTENT_TYPE, BENCH_HEADER_LENGTH."""
+    """BENCH_* variables for the wrk script: BENCH_CONTENT_TYPE, BENCH_HEADER_LENGTH, BENCH_AUTHORIZATION."""
 
 
 @dataclass
@@ -143,7 +147,12 @@ def stop_quietly(proc: subprocess.Popen, deadline_s: float = 10.0) -> None:
 
 
 def predict_once(t: Target, timeout: float = 2.0) -> int:
-    request = urllib.request.Request(t.url, data=t.body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": t.headers.get("BENCH_CONTENT_TYPE", "application/json")}
+    if "BENCH_AUTHORIZATION" in t.headers:
+        headers["Authorization"] = t.headers["BENCH_AUTHORIZATION"]
+    if "BENCH_HEADER_LENGTH" in t.headers:
+        headers["Inference-Header-Content-Length"] = t.headers["BENCH_HEADER_LENGTH"]
+    request = urllib.request.Request(t.url, data=t.body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             return int(r.status)
@@ -313,7 +322,14 @@ def table(
     growth = after / before - 1
     rows = [
         ("cold start, median (s)", f"{cm:.2f}", f"{co:.2f}", co / cm, "<= 0.3x", co / cm <= 0.3),
-        ("1-row throughput (req/s)", f"{lm.rps:.0f}", f"{lo.rps:.0f}", lo.rps / lm.rps, ">= 7x", lo.rps / lm.rps >= 7),
+        (
+            "1-row throughput (req/s)",
+            f"{lm.rps:.0f}",
+            f"{lo.rps:.0f}",
+            lo.rps / lm.rps,
+            ">= 10x",
+            lo.rps / lm.rps >= 10,
+        ),
         ("p50 latency (ms)", f"{lm.p50_ms:.1f}", f"{lo.p50_ms:.1f}", lo.p50_ms / lm.p50_ms, "", None),
         (
             "p99 latency (ms)",
@@ -416,8 +432,9 @@ def flavor_table(results: dict[str, tuple[dict[str, list[float]], dict[str, Load
         cm, co = statistics.median(cold[m]), statistics.median(cold[o])
         lm, lo = loads[m], loads[o]
         errors = lm.errors + lm.non2xx + lo.errors + lo.non2xx
+        cold_goal = 0.6 if "PyTorch" in title else 0.5  # import torch bounds both servers (issue 23)
         lines.append(
-            f"| {title} | {cm:.2f} / {co:.2f} | {co / cm:.2f}x | <= 0.5x: {verdict(co / cm <= 0.5)} | "
+            f"| {title} | {cm:.2f} / {co:.2f} | {co / cm:.2f}x | <= {cold_goal}x: {verdict(co / cm <= cold_goal)} | "
             f"{lm.rps:.0f} / {lo.rps:.0f} | {lo.rps / lm.rps:.1f}x | >= 3x: {verdict(lo.rps / lm.rps >= 3)} | "
             f"{lm.p99_ms:.1f} / {lo.p99_ms:.1f} | {errors}: {verdict(errors == 0)} |"
         )

@@ -1,13 +1,17 @@
-"""Builds the test control plane from the Go module proxy: etcd, kube-apiserver and kubectl, the KServe manager.
+"""Builds the test control plane from the Go module proxy: etcd, kube-apiserver and kubectl, the KServe manager;
+and for the cluster tier (tests/cluster) the node (kubelet, kube-controller-manager, kube-scheduler, from the same
+Kubernetes module as kube-apiserver) and Knative Serving (controller, webhook, autoscaler, activator, queue-proxy,
+from the knative.dev/serving version KServe builds against).
 
-Each component is a wrapper module in `tests/controlplane/go/<name>/` whose go.mod and go.sum pin the upstream
+Each component is a wrapper module in `tests/controlplane/go/<wrapper>/` whose go.mod and go.sum pin the upstream
 module (and, for kube-apiserver and KServe, the `replace`/`exclude` directives `go install pkg@version` refuses).
 The version is read from that go.mod, so it is stated once. Binaries land outside the repository in
 `$SERVICE_BUILDER_CACHE` (default `~/.cache/service-builder`) under `controlplane/<name>-<version>-<go.sum hash>/`;
 a warm call only checks that they are there. Upstream YAML (CRDs, KServe's ConfigMap and webhooks, Knative's CRDs)
 is read from the Go module cache, never committed: `paths.json` beside the binaries records where.
 
-`python -m tests.controlplane.build` (what `make controlplane` runs) builds what is missing and prints the paths.
+`python -m tests.controlplane.build` (what `make controlplane` runs) builds what is missing and prints the paths;
+`--no-cluster` leaves out the cluster tier's node and Knative. Builds run at nice 10.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ class Component:
     binaries: dict[str, str]  # binary name -> Go package
     stamp: bool = False  # version-stamp k8s.io/component-base (kube-apiserver's /version, kubectl version)
     dirs: tuple[str, ...] = ()  # modules whose source folder the tests read YAML from
+    wrapper: str = ""  # the wrapper module's folder under go/ (default: the name)
+
+    @property
+    def folder(self) -> Path:
+        return WRAPPERS / (self.wrapper or self.name)
 
 
 COMPONENTS = (
@@ -52,6 +61,35 @@ COMPONENTS = (
     ),
 )
 
+CLUSTER_COMPONENTS = (
+    Component(
+        "node",
+        "k8s.io/kubernetes",
+        {
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+            "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+        },
+        stamp=True,
+        wrapper="kube",
+    ),
+    Component(
+        "knative",
+        "knative.dev/serving",
+        {
+            name: f"knative.dev/serving/cmd/{package}"
+            for name, package in (
+                ("knative-controller", "controller"),
+                ("knative-webhook", "webhook"),
+                ("knative-autoscaler", "autoscaler"),
+                ("knative-activator", "activator"),
+                ("queue-proxy", "queue"),
+            )
+        },
+        dirs=("knative.dev/serving",),
+    ),
+)
+
 
 def cache_root() -> Path:
     return Path(os.environ.get("SERVICE_BUILDER_CACHE") or Path.home() / ".cache" / "service-builder") / "controlplane"
@@ -59,24 +97,26 @@ def cache_root() -> Path:
 
 def version(c: Component) -> str:
     """The version the wrapper's go.mod requires of the upstream module."""
-    text = (WRAPPERS / c.name / "go.mod").read_text()
+    text = (c.folder / "go.mod").read_text()
     m = re.search(rf"^\s*(?:require\s+)?{re.escape(c.module)}\s+(v\S+)", text, re.M)
     if not m:
-        raise RuntimeError(f"{WRAPPERS / c.name / 'go.mod'} does not require {c.module}")
+        raise RuntimeError(f"{c.folder / 'go.mod'} does not require {c.module}")
     return m.group(1)
 
 
 def target(c: Component) -> Path:
     digest = hashlib.sha256()
     for f in ("go.mod", "go.sum"):
-        digest.update((WRAPPERS / c.name / f).read_bytes())
+        digest.update((c.folder / f).read_bytes())
     return cache_root() / f"{c.name}-{version(c)}-{digest.hexdigest()[:10]}"
 
 
 def _go(args: list[str], cwd: Path, log: list[str]) -> str:
     env = dict(os.environ, GOFLAGS="-mod=readonly -buildvcs=false", GOTOOLCHAIN="local", CGO_ENABLED="0")
     start = time.monotonic()
-    proc = subprocess.run(["go", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["nice", "-n", "10", "go", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
     log.append(f"go {' '.join(args[:2])} ({cwd.name}): {time.monotonic() - start:.1f}s")
     if proc.returncode != 0:
         raise RuntimeError(f"go {' '.join(args)} in {cwd} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -111,7 +151,7 @@ def build(c: Component, log: list[str]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another worktree or test session may be building the same thing
         if _complete(c, out):
             return out
-        wrapper = WRAPPERS / c.name
+        wrapper = c.folder
         # First, the whole graph from the proxy: a refusal shows here, with the module it concerns.
         _go(["mod", "download", "-x"] if os.environ.get("GO_DEBUG_DOWNLOAD") else ["mod", "download"], wrapper, log)
         for binary, package in c.binaries.items():
@@ -153,18 +193,69 @@ def ensure(log: list[str] | None = None) -> Paths:
     )
 
 
-def main() -> int:
+@dataclass(frozen=True)
+class NodePaths:
+    """The cluster tier's node binaries (same Kubernetes module and version as kube-apiserver)."""
+
+    kubelet: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    version: str
+
+
+@dataclass(frozen=True)
+class KnativePaths:
+    """Knative Serving's binaries (controller, webhook, autoscaler, activator, queue-proxy) and module folder."""
+
+    binaries: dict[str, Path]
+    serving_dir: Path
+    version: str
+
+
+def _component(name: str) -> Component:
+    return next(c for c in CLUSTER_COMPONENTS if c.name == name)
+
+
+def ensure_node(log: list[str] | None = None) -> NodePaths:
+    c = _component("node")
+    out = build(c, [] if log is None else log)
+    return NodePaths(
+        kubelet=out / "kubelet",
+        kube_controller_manager=out / "kube-controller-manager",
+        kube_scheduler=out / "kube-scheduler",
+        version=version(c),
+    )
+
+
+def ensure_knative(log: list[str] | None = None) -> KnativePaths:
+    c = _component("knative")
+    out = build(c, [] if log is None else log)
+    dirs = json.loads((out / "paths.json").read_text())["dirs"]
+    return KnativePaths(
+        binaries={b.removeprefix("knative-"): out / b for b in c.binaries},
+        serving_dir=Path(dirs["knative.dev/serving"]),
+        version=version(c),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     log: list[str] = []
+    args = sys.argv[1:] if argv is None else argv
+    cluster = "--no-cluster" not in args
     try:
         paths = ensure(log)
+        versions = dict(paths.versions)
+        if cluster:
+            versions["node"] = ensure_node(log).version
+            versions["knative"] = ensure_knative(log).version
     except RuntimeError as e:
         print(f"controlplane: {e}", file=sys.stderr)
         return 1
     for line in log:
         print(f"controlplane: {line}")
-    versions = " ".join(f"{k} {v}" for k, v in paths.versions.items())
-    print(f"controlplane: {versions} ready in {time.monotonic() - start:.1f}s under {cache_root()}")
+    summary = " ".join(f"{k} {v}" for k, v in versions.items())
+    print(f"controlplane: {summary} ready in {time.monotonic() - start:.1f}s under {cache_root()}")
     return 0
 
 

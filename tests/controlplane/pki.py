@@ -56,7 +56,16 @@ class Authority:
             .not_valid_after(now + datetime.timedelta(days=2))
         )
 
-    def issue(self, stem: str, common_name: str, *, groups: tuple[str, ...] = (), serving: bool = False) -> Pair:
+    def issue(
+        self,
+        stem: str,
+        common_name: str,
+        *,
+        groups: tuple[str, ...] = (),
+        serving: bool = False,
+        ips: tuple[str, ...] = (),
+    ) -> Pair:
+        """A certificate signed by this CA: serving (for 127.0.0.1, localhost and `ips`) or client (`groups`)."""
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
         attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
@@ -64,7 +73,8 @@ class Authority:
         usage = x509.ExtendedKeyUsageOID.SERVER_AUTH if serving else x509.ExtendedKeyUsageOID.CLIENT_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if serving:
-            sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", *ips)]
+            sans.append(x509.DNSName("localhost"))
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         pair = Pair(self.folder / f"{stem}.crt", self.folder / f"{stem}.key")

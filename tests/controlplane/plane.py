@@ -46,8 +46,13 @@ class ControlPlaneError(RuntimeError):
 class ControlPlane:
     """Start with `start()` (or use `running()`); `url`, `ca`, `kubeconfig` and `kubectl()` for clients."""
 
-    def __init__(self, root: Path, paths: Paths | None = None) -> None:
+    def __init__(self, root: Path, paths: Paths | None = None, *, node_ip: str = "") -> None:
         self.root = root
+        # A node on its own bridge will join (tests/cluster): kube-apiserver gets a client certificate towards its
+        # kubelet, its serving certificate names the bridge address (pods reach it there, through a forwarder),
+        # ServiceAccount tokens are mounted into pods, and Services' webhooks are called on their endpoints (no
+        # kube-proxy).
+        self.node_ip = node_ip
         self.paths = paths or ensure()
         self.pki_dir = root / "pki"
         self.logs = root / "logs"
@@ -118,9 +123,12 @@ class ControlPlane:
     def _make_pki(self) -> None:
         ca = pki.Authority(self.pki_dir)
         self.ca = ca.cert
-        self.serving = ca.issue("apiserver", "kube-apiserver", serving=True)
+        node = (self.node_ip,) if self.node_ip else ()
+        self.serving = ca.issue("apiserver", "kube-apiserver", serving=True, ips=node)
         self.admin = ca.issue("admin", "admin", groups=("system:masters",))
         self.webhook = ca.issue("webhook", "kserve-webhook-server", serving=True)
+        self.kubelet_client = ca.issue("kubelet-client", "kube-apiserver-kubelet-client", groups=("system:masters",))
+        self.authority = ca
         self.sa = pki.signing_key(self.pki_dir)
         self._write_kubeconfig()
 
@@ -181,14 +189,25 @@ class ControlPlane:
                 f"--service-account-key-file={self.sa.cert}",
                 f"--service-account-signing-key-file={self.sa.key}",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                "--disable-admission-plugins=ServiceAccount",
+                *([] if self.node_ip else ["--disable-admission-plugins=ServiceAccount"]),
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--endpoint-reconciler-type=none",
+                *self._node_args(),
             ],
         )
         ctx = ssl.create_default_context(cafile=str(self.ca))
         self._wait("kube-apiserver", lambda: _get(f"{self.url}/readyz", ctx, raw=True) == "ok", 90)
+
+    def _node_args(self) -> list[str]:
+        if not self.node_ip:
+            return []
+        return [
+            f"--kubelet-client-certificate={self.kubelet_client.cert}",
+            f"--kubelet-client-key={self.kubelet_client.key}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            "--enable-aggregator-routing=true",
+        ]
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         """The real kubectl (built with kube-apiserver) as the admin."""
@@ -326,8 +345,8 @@ def _get(url: str, ctx: ssl.SSLContext | None = None, raw: bool = False) -> Any:
 
 
 @contextlib.contextmanager
-def running(root: Path, paths: Paths | None = None) -> Iterator[ControlPlane]:
-    plane = ControlPlane(root, paths)
+def running(root: Path, paths: Paths | None = None, *, node_ip: str = "") -> Iterator[ControlPlane]:
+    plane = ControlPlane(root, paths, node_ip=node_ip)
     plane.start()
     try:
         yield plane

@@ -222,6 +222,12 @@ def test_both_models_ready_with_tags_and_swagger(demo: Demo, port: int) -> None:
 
 def test_curl_examples_answer(demo: Demo) -> None:
     risk_predict, lookup, iris_predict = curl_lines(demo.output)
+    (key,) = re.findall(r"API key of the predictors \(shown once.*\): (sbk_\S+)", demo.output)
+    assert demo.output.count(key) == 1 + 3  # the line that shows it, and the curl examples that use it
+    without = risk_predict.replace(f"-H 'Authorization: Bearer {key}' ", "")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        call(without)
+    assert refused.value.code == 401  # the patient data needs the key
     risk = call(risk_predict)
     assert risk["model"] == "demo-diabetes-risk" and risk["predictions"][0] in (0, 1)
     assert risk["labels"][0] in ("lower risk", "higher risk")

@@ -38,6 +38,8 @@ case "$name" in
   kind) [[ "$1" == version ]] && echo "kind v0.30.0 go1.24.6 linux/amd64" ;;
   curl)
     if [[ "$line" == *"%{time_total}"* ]]; then printf '4.217'
+    elif [[ "$line" == *"/api/v1/predict"* && "$line" != *"-H @"*"auth-header"* ]]; then
+      [[ "$line" == *"%{http_code}"* ]] && printf '401' || { echo '{"error":"unauthenticated"}'; exit 22; }
     elif [[ "$line" == *"/api/v1/predict"* ]]; then echo '{"predictions":[0]}'
     elif [[ "$line" == *"/openapi.json"* ]]; then echo '{"paths":{"/e2e-iris/api/v1/predict":{}}}'
     elif [[ "$line" == *"/api/static/"* ]]; then echo 'window.SwaggerUIBundle=1'
@@ -49,6 +51,7 @@ case "$name" in
       *"jsonpath={.status.url}"*) printf 'http://e2e-iris-predictor.service-builder.example.com' ;;
       *latestReadyRevision*) printf 'e2e-iris-predictor-%05d' "$(count rev)" ;;
       *"model-version"*) printf '2' ;;
+      *"create token"*) printf 'fake-service-account-token\n' ;;  # as kubectl prints it
     esac ;;
   python)
     case "$line" in
@@ -262,10 +265,15 @@ def test_real_run_executes_what_the_dry_run_printed_and_passes(stand_ins: dict[s
 
     # Values flowed: the gateway got the Host of status.url and the path of model_endpoint.
     predict = [c for c in ran if c.startswith("curl") and "/v1/predict" in c]
-    assert len(predict) == 3
+    assert len(predict) == 4  # once without a credential (401), three times with the token
     for c in predict:
         assert "-H Host: e2e-iris-predictor.service-builder.example.com" in c
         assert c.endswith("http://127.0.0.1:18080/e2e-iris/api/v1/predict")
+    header = Path(stand_ins["TMPDIR"]) / "service-builder-e2e" / "auth-header"
+    assert sum(f"-H @{header}" in c for c in predict) == 3
+    assert header.read_text() == "Authorization: Bearer fake-service-account-token\n"
+    assert header.stat().st_mode & 0o077 == 0  # the token: in a file only its owner reads
+    assert "fake-service-account-token" not in proc.stdout + proc.stderr  # used, never shown
     assert any(c.startswith("curl") and c.endswith("http://127.0.0.1:18080/e2e-iris/api/") for c in ran)
     # The KServe ingress config: Istio virtual host off, everything else kept (real JSON, real Python).
     (patch,) = [c for c in ran if "patch configmap/inferenceservice-config" in c]
@@ -340,12 +348,20 @@ def test_images_script_builds_both_images_from_the_repo_root(stand_ins: dict[str
     dry = run_script(stand_ins, script="images.sh", E2E_DRY_RUN="1")
     assert dry.returncode == 0 and calls(stand_ins) == []
     assert printed(dry.stdout) == [
-        "docker build -f adapter/Dockerfile -t kind.local/service-builder-adapter:dev .",
-        "docker build -f custom_predictor/Dockerfile --target base -t kind.local/service-builder-predictor:dev .",
+        "docker build -f adapter/Dockerfile -t ghcr.io/service-builder/adapter:0.1.0 .",
+        "docker build -f custom_predictor/Dockerfile --target base -t ghcr.io/service-builder/custom-predictor:0.1.0 .",
         "docker build -f custom_predictor/Dockerfile --target pytorch -t"
-        " kind.local/service-builder-predictor-pytorch:dev .",
+        " ghcr.io/service-builder/custom-predictor-pytorch:0.1.0 .",
     ]
-    proc = run_script(stand_ins, script="images.sh", ADAPTER_IMAGE="a:1", PREDICTOR_IMAGE="reg:5000/p:1")
+    # The defaults are the names the manifests and the adapter use.
+    from adapter.settings import AdapterSettings
+
+    assert AdapterSettings.model_fields["predictor_image"].default == "ghcr.io/service-builder/custom-predictor:0.1.0"
+    kustomization = (REPO / "deploy" / "base" / "kustomization.yaml").read_text()
+    assert "newName: ghcr.io/service-builder/adapter\n    newTag: 0.1.0" in kustomization
+    proc = run_script(
+        stand_ins, script="images.sh", CONTAINER_TOOL="docker", ADAPTER_IMAGE="a:1", PREDICTOR_IMAGE="reg:5000/p:1"
+    )
     assert proc.returncode == 0
     assert calls(stand_ins) == [
         "docker build -f adapter/Dockerfile -t a:1 .",
@@ -356,3 +372,30 @@ def test_images_script_builds_both_images_from_the_repo_root(stand_ins: dict[str
     from adapter.images import pytorch_variant
 
     assert pytorch_variant("reg:5000/p:1") == "reg:5000/p-pytorch:1"
+
+
+def test_images_script_picks_podman_when_no_docker_engine_answers(stand_ins: dict[str, str], tmp_path: Path) -> None:
+    """No CONTAINER_TOOL, `docker info` fails (a CLI without an engine): podman builds, told each Dockerfile's own
+    .dockerignore, rlimits within the hard limits and the host's network; a failed build names the stand-in."""
+    podman = tmp_path / "bin" / "podman"
+    podman.write_text(FAKE)
+    podman.chmod(0o755)
+    proc = run_script(
+        stand_ins, script="images.sh", FAKE_FAIL_MATCH="docker info", PYTORCH_IMAGE="", ADAPTER_IMAGE="a:1"
+    )
+    assert proc.returncode == 0, proc.stderr
+    made = calls(stand_ins)
+    assert made[0] == "docker info"
+    flags = r"--ulimit=nofile=\d+:\d+ --ulimit=nproc=\d+:\d+ --network=host"
+    assert re.fullmatch(
+        rf"podman build --ignorefile adapter/Dockerfile.dockerignore {flags} -f adapter/Dockerfile -t a:1 \.", made[1]
+    ), made[1]
+    assert re.fullmatch(
+        rf"podman build --ignorefile custom_predictor/Dockerfile.dockerignore {flags} -f custom_predictor/Dockerfile"
+        r" --target base -t ghcr.io/service-builder/custom-predictor:0.1.0 \.",
+        made[2],
+    ), made[2]
+    assert len(made) == 3
+    failed = run_script(stand_ins, script="images.sh", FAKE_FAIL_MATCH="podman build", CONTAINER_TOOL="podman")
+    assert failed.returncode == 1
+    assert "make base-image (scripts/base-image.sh)" in failed.stderr

@@ -13,6 +13,7 @@ import pytest
 
 from tests.deploy.conftest import OVERLAYS, REPO, of_kind, one, pod_spec
 
+PREDICTOR_REVIEWS = "service-builder-predictor-reviews"
 K8S_VERSION = "1.34.0"  # the node image of the kind release scripts/e2e.sh pins (tests/deploy/test_versions.py)
 ADAPTER_VERBS = {"serving.kserve.io/inferenceservices": ["get", "list", "watch", "create", "patch", "delete"]}
 SECRETISH = re.compile(r"(PASSWORD|TOKEN|SECRET|ACCESS_KEY|API_KEY|CREDENTIAL)", re.I)
@@ -30,7 +31,7 @@ def test_every_object_validates_offline_strict(built: dict[str, list[dict[str, A
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_everything_is_namespaced_and_labelled(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
     for obj in built[overlay]:
-        if obj["kind"] != "Namespace":
+        if obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
             assert obj["metadata"].get("namespace"), f"{overlay}: {obj['kind']} has no namespace"
         assert obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of"), obj["metadata"]["name"]
 
@@ -56,12 +57,22 @@ LEASE_RULES = [
 ]
 
 
+def named(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in of_kind(objs, kind) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
 @pytest.mark.parametrize("overlay", ["deploy", "deploy/cronjob", "deploy/e2e"])
 def test_rbac_is_exactly_what_the_adapter_uses(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
     from adapter.settings import AdapterSettings
 
     objs = built[overlay]
-    assert not of_kind(objs, "ClusterRole") and not of_kind(objs, "ClusterRoleBinding")
+    # The only cluster-wide grant is the predictors' (test_predictors_may_only_create_the_two_reviews).
+    assert [o["metadata"]["name"] for o in of_kind(objs, "ClusterRole") + of_kind(objs, "ClusterRoleBinding")] == [
+        PREDICTOR_REVIEWS,
+        PREDICTOR_REVIEWS,
+    ]
     # The CronJob's `sync` never campaigns for the Lease: its Role has no Lease rules.
     expected = RECONCILE_RULES if overlay == "deploy/cronjob" else sorted(RECONCILE_RULES + LEASE_RULES)
     assert _rules(objs) == expected
@@ -72,7 +83,7 @@ def test_rbac_is_exactly_what_the_adapter_uses(built: dict[str, list[dict[str, A
         assert "nonResourceURLs" not in rule
         if "resourceNames" in rule:
             assert rule["resources"] == ["leases"] and "create" not in rule["verbs"]
-    binding, sa, role = one(objs, "RoleBinding"), one(objs, "ServiceAccount"), one(objs, "Role")
+    binding, sa, role = one(objs, "RoleBinding"), named(objs, "ServiceAccount", "service-builder"), one(objs, "Role")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
@@ -82,6 +93,31 @@ def test_rbac_is_exactly_what_the_adapter_uses(built: dict[str, list[dict[str, A
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
     ]
     assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] == sa["metadata"]["namespace"]
+
+
+@pytest.mark.parametrize("overlay", ["deploy", "deploy/cronjob", "deploy/e2e"])
+def test_predictors_may_only_create_the_two_reviews(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    """The kubernetes auth mode's predictors: their ServiceAccount (the adapter's default PREDICTOR_SERVICE_ACCOUNT,
+    in the models' namespace) may create TokenReviews and SubjectAccessReviews, nothing else."""
+    from adapter.settings import AdapterSettings
+
+    objs = built[overlay]
+    sa = named(objs, "ServiceAccount", AdapterSettings.model_fields["predictor_service_account"].default)
+    role = named(objs, "ClusterRole", PREDICTOR_REVIEWS)
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    ]
+    binding = named(objs, "ClusterRoleBinding", PREDICTOR_REVIEWS)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": PREDICTOR_REVIEWS,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
+    ]
+    assert sa["metadata"]["namespace"] == one(objs, "Role")["metadata"]["namespace"]  # where the models are
 
 
 def _workload(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -114,7 +150,7 @@ def test_adapter_pod_takes_settings_from_the_configmap_and_credentials_by_refere
 ) -> None:
     objs = built[overlay]
     spec = pod_spec(_workload(objs))
-    assert spec["serviceAccountName"] == one(objs, "ServiceAccount")["metadata"]["name"]
+    assert spec["serviceAccountName"] == named(objs, "ServiceAccount", "service-builder")["metadata"]["name"]
     (container,) = spec["containers"]
     sources = container["envFrom"]
     assert {"configMapRef": {"name": one(objs, "ConfigMap")["metadata"]["name"]}} in sources

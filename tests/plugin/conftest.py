@@ -22,6 +22,7 @@ import yaml
 
 import adapter
 from tests.adapter.conftest import World, world
+from tests.auth.conftest import PREDICTOR_ACCOUNT, Cluster
 from tests.servers import free_port, stop_group, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +42,8 @@ class Plugin:
     world: World
     env: dict[str, str]
     tmp: Path
+    kubelet: dict[str, str]
+    """What a kubelet gives the predictor's pod: the API server's address, the ServiceAccount token and CA."""
 
     @property
     def target(self) -> str:
@@ -87,7 +90,7 @@ class Plugin:
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "custom_predictor"],
-            env={"PATH": "/usr/bin:/bin", **env, "PORT": str(port), "HOST": "127.0.0.1"},
+            env={"PATH": "/usr/bin:/bin", **env, **self.kubelet, "PORT": str(port), "HOST": "127.0.0.1"},
             stdout=(self.tmp / f"{isvc}.log").open("wb"),
             stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -124,8 +127,18 @@ def kubeconfig(path: Path, server: str, ca: Path, token: str, namespace: str) ->
 
 
 @pytest.fixture
-def plugin(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plugin:
+def plugin(world: World, cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plugin:
     s = world.settings
+    mounted = tmp_path / "serviceaccount"
+    mounted.mkdir()
+    (mounted / "token").write_text(cluster.token(PREDICTOR_ACCOUNT))
+    (mounted / "ca.crt").write_bytes(cluster.plane.ca.read_bytes())
+    host, port = cluster.plane.url.removeprefix("https://").split(":")
+    kubelet = {
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": port,
+        "AUTH_SERVICE_ACCOUNT_DIR": str(mounted),
+    }
     config = kubeconfig(
         tmp_path / "kubeconfig", world.plane.url, world.plane.ca, s.k8s_api_key.get_secret_value(), world.ns
     )
@@ -137,13 +150,15 @@ def plugin(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plu
         "PREDICTOR_IMAGE": s.predictor_image,
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        # predict's credential: the same ServiceAccount token, which deploy/base's Role lets `get` InferenceServices
+        "PREDICTOR_TOKEN": s.k8s_api_key.get_secret_value(),
     }
     for key, value in env.items():  # the in-process Python client reads the same settings
         if key not in ("PATH", "HOME"):
             monkeypatch.setenv(key, value)
     for key in ("K8S_API", "K8S_API_KEY", "K8S_NAME_SPACE", "KUBERNETES_SERVICE_HOST"):
         monkeypatch.delenv(key, raising=False)
-    return Plugin(world, env, tmp_path)
+    return Plugin(world, env, tmp_path, kubelet)
 
 
 def write_rows(path: Path, frame: Any) -> Path:

@@ -263,10 +263,24 @@ def test_run_local_serves_the_version_with_a_predictor_process(plugin: Plugin) -
     proc = plugin.start("run-local", "--name", "risk", "-m", uri, "-C", f"port={port}", "-C", "env.LOG_LEVEL=DEBUG")
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=180, proc=proc)
+        assert proc.stderr is not None
+        key = ""
+        while not key:  # the progress lines on stderr: the key is shown once, before the predictor's log
+            line = proc.stderr.readline()
+            assert line, "no API key was shown"
+            key = line.split("API key (shown once): ", 1)[1].strip() if "API key (shown once): " in line else ""
         rows = _rows(3)
         body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()
-        request = urllib.request.Request(
+        anonymous = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(anonymous, timeout=30)
+        assert refused.value.code == 401
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
         )
         with urllib.request.urlopen(request, timeout=30) as answer:
             got = json.loads(answer.read())["predictions"]

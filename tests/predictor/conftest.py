@@ -67,7 +67,7 @@ def in_process(**settings: Any) -> Iterator[Any]:
     app = create_app(Settings(**settings))
     with TestClient(app, raise_server_exceptions=False) as client:
         app.state.runtime.wait(120)
-        client.app_state = app.state
+        client.app_state, client.fastapi = app.state, app
         yield client
 
 

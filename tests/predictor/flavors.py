@@ -221,3 +221,140 @@ def log(saver: Callable[[Path], Path], name: str) -> str:
     """Save a model with `saver` and register it as `name` on the current MLflow server: `models:/name/1`."""
     with tempfile.TemporaryDirectory() as tmp:
         return models._register(saver(Path(tmp) / "model"), name)
+
+
+# ---- signature shapes: column names as MLflow takes them, optional columns, models logged without signature ----
+ODD_NAMES = [
+    "sepal length (cm)",
+    "BMI (kg/m2)",
+    "glucose %",
+    "a/b ratio",
+    "v.1",
+    "x-y",
+    "2nd dose",
+    "größe",
+    'he said "hi", twice',
+    "n" * 200,
+]
+"""Column names MLflow accepts that are no identifiers: spaces, parentheses, %, /, dots, dashes, a leading digit,
+non-ASCII letters, quotes and a comma (CSV quoting), a long name."""
+
+
+def _odd_frame(n: int = 60) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(n, len(ODD_NAMES))) * 10 + 50
+    y = (x[:, 0] + x[:, 1] > 100).astype(int)
+    return pd.DataFrame(x, columns=ODD_NAMES), y
+
+
+def save_odd_names(path: Path) -> Path:
+    """A scikit-learn classifier trained on columns named as clinical and iris data name them (`ODD_NAMES`)."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    frame, y = _odd_frame()
+    model = LogisticRegression(max_iter=1000).fit(frame, y)
+    mlflow.sklearn.save_model(
+        model,
+        str(path),
+        signature=infer_signature(frame[:5], model.predict(frame[:5])),
+        input_example=frame[:5],
+        pip_requirements=pins("scikit-learn", "numpy", "pandas", "scipy", "skops"),
+    )
+    return path
+
+
+class _Optional:
+    """A pyfunc model with optional columns: `a + b` (b missing counts 0) and `c` added when given."""
+
+    @staticmethod
+    def save(path: Path) -> Path:
+        import mlflow.pyfunc
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        class WithOptional(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+                out = model_input["a"].astype(float)
+                for name in ("b", "c"):
+                    if name in model_input:
+                        out = out + model_input[name].astype(float).fillna(0.0)
+                return out.to_numpy()
+
+        inputs = Schema(
+            [ColSpec("double", "a"), ColSpec("double", "b", required=False), ColSpec("long", "c", required=False)]
+        )
+        signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double")]))
+        mlflow.pyfunc.save_model(
+            str(path),
+            python_model=WithOptional(),
+            signature=signature,
+            input_example=pd.DataFrame({"a": [1.0, 2.0], "b": [0.5, 1.5], "c": [1, 2]}),
+            pip_requirements=pins("numpy", "pandas"),
+        )
+        return path
+
+
+def save_unsigned_sklearn(path: Path, *, names: bool = True) -> Path:
+    """The breast-cancer classifier logged with no signature and no example, fitted on a DataFrame (it keeps
+    `feature_names_in_`) or on a bare array (only `n_features_in_`)."""
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    frame, y = _frame()
+    model = LogisticRegression(max_iter=2000).fit(frame if names else frame.to_numpy(), y)
+    mlflow.sklearn.save_model(
+        model, str(path), signature=False, pip_requirements=pins("scikit-learn", "numpy", "pandas", "scipy", "skops")
+    )
+    return path
+
+
+def save_unsigned_xgboost(path: Path) -> Path:
+    """An XGBoost Booster logged with no signature: its feature names are in the model."""
+    import mlflow.xgboost
+    import xgboost as xgb
+
+    frame, y = _frame()
+    model = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(frame, y), 10)
+    mlflow.xgboost.save_model(model, str(path), signature=False, pip_requirements=pins("xgboost-cpu", "numpy"))
+    return path
+
+
+def save_unsigned_lightgbm(path: Path) -> Path:
+    """A LightGBM Booster logged with no signature, trained on a bare array (LightGBM names its columns)."""
+    import lightgbm as lgb
+    import mlflow.lightgbm
+
+    frame, y = _frame()
+    model = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(frame.to_numpy(), y), 10)
+    mlflow.lightgbm.save_model(model, str(path), signature=False, pip_requirements=pins("lightgbm", "numpy"))
+    return path
+
+
+def save_untyped_pyfunc(path: Path, *, example: bool = True) -> Path:
+    """A custom pyfunc model logged with no signature (with an input example, or none): it declares nothing, so
+    it is served untyped."""
+    import mlflow.pyfunc
+
+    class Sum(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            return np.asarray(pd.DataFrame(model_input).sum(axis=1, numeric_only=True))
+
+    kw: dict[str, Any] = {"input_example": pd.DataFrame({"u": [1.0, 2.0], "v": [3.0, 4.0]})} if example else {}
+    mlflow.pyfunc.save_model(
+        str(path), python_model=Sum(), signature=False, pip_requirements=pins("numpy", "pandas"), **kw
+    )
+    return path
+
+
+SHAPES: dict[str, Callable[[Path], Path]] = {
+    "odd-names": save_odd_names,
+    "optional-columns": _Optional.save,
+    "unsigned-sklearn": save_unsigned_sklearn,
+    "unsigned-sklearn-array": lambda p: save_unsigned_sklearn(p, names=False),
+    "unsigned-xgboost": save_unsigned_xgboost,
+    "unsigned-lightgbm": save_unsigned_lightgbm,
+    "untyped-pyfunc": save_untyped_pyfunc,
+}
+"""Signature shapes beyond the flavors: odd column names, optional columns, models logged without signature."""

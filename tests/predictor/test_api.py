@@ -68,7 +68,7 @@ def test_integers_are_accepted_for_doubles(classifier: Any) -> None:
         ({"records": [{**ROW, "radius": True}]}, "records[0].radius", "float_type"),
         ({"records": []}, "records", "too_short"),
         ({"rows": [ROW]}, "records", "missing"),
-        ([ROW], "body", "model_attributes_type"),
+        ([ROW], "body", "model_type"),
     ],
 )
 def test_invalid_input_is_422_with_field_path(classifier: Any, body: Any, loc: str, kind: str) -> None:

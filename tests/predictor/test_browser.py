@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -136,7 +137,15 @@ def test_try_it_out_and_execute_answer_200(
     page.context.close()
 
 
-FLAVOR_PAGES = ["xgboost", "lightgbm", "pytorch-float32", "pytorch-dpm360", "sklearn-column-transformer"]
+FLAVOR_PAGES = [
+    "xgboost",
+    "lightgbm",
+    "pytorch-float32",
+    "pytorch-dpm360",
+    "sklearn-column-transformer",
+    "odd-names",
+    "unsigned-sklearn",
+]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +153,8 @@ def flavor_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.predictor import flavors
 
     root = tmp_path_factory.mktemp("flavor-pages")
-    return {name: flavors.SAVERS[name](root / name) for name in FLAVOR_PAGES}
+    savers = {**flavors.SAVERS, **flavors.SHAPES}
+    return {name: savers[name](root / name) for name in FLAVOR_PAGES}
 
 
 @pytest.mark.parametrize("name", FLAVOR_PAGES)
@@ -163,6 +173,10 @@ def test_try_it_out_predicts_for_each_flavor(
         body = block.locator("textarea.body-param__text")
         if name == "pytorch-dpm360":
             body.fill(json.dumps({"patient_id": 1002}))
+        if name == "odd-names":  # the real column names, as the model was trained with them
+            from tests.predictor.flavors import ODD_NAMES
+
+            assert set(json.loads(body.input_value())["records"][0]) == set(ODD_NAMES)
         block.locator("button.execute").click()
         status = block.locator(".live-responses-table tr.response .response-col_status").first
         status.wait_for(timeout=20_000)
@@ -174,3 +188,60 @@ def test_try_it_out_predicts_for_each_flavor(
         page.page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
         assert page.off_host() == [] and page.problems == []
         page.context.close()
+
+
+@pytest.fixture(scope="module")
+def protected(mlflow_srv: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Predictor, str]]:
+    """The contract model behind API keys (a keys file written by `keygen`)."""
+    import mlflow
+
+    from custom_predictor.auth.apikeys import generate
+    from tests.predictor.models import log_contract_model
+
+    mlflow.set_tracking_uri(mlflow_srv.url)
+    mlflow.set_registry_uri(mlflow_srv.url)
+    root = tmp_path_factory.mktemp("protected")
+    key, line = generate("swagger")
+    (root / "keys").write_text(line + "\n")
+    uri = log_contract_model(f"{MODEL_NAME} Protected")
+    env = {"AUTH_MODES": "apikey", "AUTH_API_KEYS_FILE": str(root / "keys")}
+    with running_predictor(uri, mlflow_srv.url, PATH, root, SERVICE_PATH=PATH, **env) as p:
+        yield p, key
+
+
+def execute(block: Any) -> tuple[str, str]:
+    """Execute the operation open in `block` (Try it out already on); the status and body the page shows."""
+    block.locator("button.execute").click()
+    status = block.locator(".live-responses-table tr.response .response-col_status").first
+    status.wait_for(timeout=20_000)
+    answer = block.locator(".live-responses-table tr.response .response-col_description pre").first.inner_text()
+    return status.inner_text().strip(), answer
+
+
+@pytest.mark.parametrize(("tag", "operation", "url"), PREDICTIONS, ids=[p[1] for p in PREDICTIONS])
+@pytest.mark.parametrize("scheme", ["apiKey", "bearer"])
+def test_authorize_with_a_key_then_try_it_out_answers_200(
+    protected: tuple[Predictor, str], browser: Browser, tmp_path: Path, tag: str, operation: str, url: str, scheme: str
+) -> None:
+    """Behind auth the page and its document still load without a credential; Execute answers 401 until the key
+    is given in Swagger UI's Authorize dialog (as X-API-Key or as a bearer token), then 200."""
+    predictor, key = protected
+    page = Page(browser)
+    page.page.goto(f"{predictor.api}/", wait_until="networkidle")
+    block = page.page.locator(f"#operations-{tag}-{operation}")
+    block.locator(".opblock-summary").click()
+    block.locator("button.try-out__btn").click()
+    assert execute(block)[0] == "401"
+    page.page.locator("button.authorize").first.click()
+    heading = {"apiKey": "apiKey (apiKey)", "bearer": "bearer (http, Bearer)"}[scheme]
+    dialog = page.page.locator(".auth-container form").filter(has_text=heading)
+    dialog.locator("input").first.fill(key)
+    dialog.locator("button.authorize").click()
+    page.page.locator("button.btn-done").first.click()
+    block.locator("button.btn-clear").click()  # the 401 shown before: gone, so the next answer is the new one
+    status, answer = execute(block)
+    page.page.screenshot(path=str(tmp_path / f"{operation}-{scheme}.png"), full_page=True)
+    assert status == "200", answer
+    assert any(u.endswith(url) for u in page.requests), page.requests
+    assert [p for p in page.problems if not p.startswith("401 ")] == [] and page.off_host() == []
+    page.context.close()

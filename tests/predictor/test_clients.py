@@ -248,3 +248,72 @@ def test_kserve_sdk_v1(served: dict[str, Served], kind: str) -> None:
         assert predictions == next(iter(want.values())).tolist()
     else:
         assert predictions == [dict(zip(want, values, strict=True)) for values in zip(*want.values(), strict=True)]
+
+
+# ---- the same clients against a protected predictor -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def protected(local_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str]]:
+    """The classifier behind API keys (a keys file written by `keygen`)."""
+    from custom_predictor.auth.apikeys import generate
+
+    root = tmp_path_factory.mktemp("protected-clients")
+    key, line = generate("clients")
+    (root / "keys").write_text(line + "\n")
+    folder = local_models["classifier"]
+    env = {"AUTH_MODES": "apikey", "AUTH_API_KEYS_FILE": str(root / "keys")}
+    with run_predictor(root, MODEL_URI=str(folder), SERVICE_PATH="classifier", **env) as p:
+        yield Served("classifier", p, folder, _frames()["classifier"]), key
+
+
+@pytest.mark.parametrize("header", ["X-API-Key", "Authorization"])
+def test_tritonclient_with_a_credential(protected: tuple[Served, str], header: str) -> None:
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    s, key = protected
+    client = triton.InferenceServerClient(s.host)
+    inputs = _triton_inputs(s.frame, list(s.frame.columns), True)
+    value = key if header == "X-API-Key" else f"Bearer {key}"
+    result = client.infer("classifier", inputs, headers={header: value})
+    _same(_triton_outputs(result), s.expected())
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("classifier", inputs)
+    assert refused.value.status() == "401"
+    assert client.is_server_ready()  # the probes need no credential
+
+
+def test_kserve_sdk_with_a_credential(protected: tuple[Served, str]) -> None:
+    import httpx
+
+    s, key = protected
+
+    async def run(headers: dict[str, str] | None) -> Any:
+        client = _kserve("v2")
+        try:
+            request = _kserve_request("classifier", s.frame)
+            return await client.infer(s.predictor.url, request, model_name="classifier", headers=headers)
+        finally:
+            await client.close()
+
+    response = asyncio.run(run({"Authorization": f"Bearer {key}"}))
+    _same({o.name: o.as_numpy() for o in response.outputs}, s.expected())
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        asyncio.run(run(None))
+    assert refused.value.response.status_code == 401
+
+
+def test_mlflow_scoring_protocol_with_a_credential(protected: tuple[Served, str]) -> None:
+    """MLflow's scoring protocol as MLflow's own client serializes it (`dump_input_data`), with the header its
+    `ScoringServerClient` cannot send."""
+    import requests
+    from mlflow.pyfunc.scoring_server.client import dump_input_data
+
+    s, key = protected
+    url = f"{s.predictor.url}/invocations"
+    body = dump_input_data(s.frame)
+    answer = requests.post(url, data=body, headers={"Content-Type": "application/json", "X-API-Key": key}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_array_equal(np.asarray(answer.json()["predictions"]), s.expected()["*"])
+    refused = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+    assert refused.status_code == 401 and refused.json()["error_code"] == "UNAUTHENTICATED"
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")

@@ -61,7 +61,7 @@ INVALID = [
     ),
     ("example-out-of-range", _bad(lambda d: d["inputs"][0].update(example=9999.0)), "inputs[0]", "example 9999.0"),
     ("range-on-string", {"inputs": [{"name": "s", "type": "string", "minimum": 1}]}, "inputs[0]", "only apply"),
-    ("duplicate-input", _bad(lambda d: d["inputs"].append(dict(d["inputs"][0]))), "", "input names repeat"),
+    ("duplicate-input", _bad(lambda d: d["inputs"].append(dict(d["inputs"][0]))), "", "is used twice"),
     ("entity-id-is-input", _bad(lambda d: d["entity"].update(id="radius")), "", "also an input name"),
     (
         "expected-length",
@@ -163,3 +163,27 @@ def test_no_signature_and_no_contract_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ContractError, match=r"no input signature and no contract\.yaml") as err:
         derive_contract(tmp_path, {"flavors": {}})
     assert err.value.field == "signature"
+
+
+def test_any_column_name_mlflow_accepts_is_an_input(tmp_path: Path) -> None:
+    from tests.predictor.flavors import ODD_NAMES
+
+    data = {"inputs": [{"name": n, "type": "double"} for n in ODD_NAMES]}
+    assert load_contract(write(tmp_path, data)).input_names == ODD_NAMES
+
+
+@pytest.mark.parametrize(
+    ("columns", "where", "problem"),
+    [
+        (["a", ""], "signature.inputs[1] (column '')", "at least 1 character"),
+        (["a", "b", "a"], "signature", "the column name 'a' is used twice"),
+    ],
+)
+def test_a_column_name_that_cannot_be_served_is_named(
+    tmp_path: Path, columns: list[str], where: str, problem: str
+) -> None:
+    """An empty or repeated column name (a hand-edited or foreign MLmodel) stops the predictor with the column."""
+    signature = {"inputs": json.dumps([{"type": "double", "name": c} for c in columns])}
+    with pytest.raises(ContractError) as err:
+        derive_contract(tmp_path, {"signature": signature})
+    assert err.value.field == where and problem in err.value.problem, err.value

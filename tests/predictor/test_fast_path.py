@@ -31,6 +31,14 @@ def runtime_for(folder: Path, **kw: Any) -> Runtime:
     return rt
 
 
+def predict_rows(rt: Runtime, rows: list[dict[str, Any]]) -> list[Any]:
+    """The runtime's predictions for rows, one JSON value each (rows as the request path gives them: columns)."""
+    from custom_predictor.columns import Columns
+    from custom_predictor.outputs import to_list
+
+    return to_list(rt.predict(Columns.from_rows(rows, rt.contract)))
+
+
 def random_rows(n: int, columns: list[str], seed: int = 7) -> list[dict[str, float]]:
     x, _ = models.breast_cancer()
     rng = np.random.default_rng(seed)
@@ -91,9 +99,9 @@ def test_fast_path_equals_pyfunc(tmp_path: Path, case: str) -> None:
     rt = runtime_for(folder, kernels=False)
     assert rt.kind == "sklearn-fast"
     rows = random_rows(300, models.FEATURES)
-    fast = rt.predict(rows)
+    fast = predict_rows(rt, rows)
     assert fast == pyfunc_outputs(folder, rows)  # exactly equal, element by element
-    assert all(rt.predict([r]) == [f] for r, f in zip(rows[:20], fast[:20], strict=True))  # one row at a time too
+    assert all(predict_rows(rt, [r]) == [f] for r, f in zip(rows[:20], fast[:20], strict=True))  # one row at a time too
 
 
 def test_fast_path_model_fitted_without_feature_names_on_integers(tmp_path: Path) -> None:
@@ -107,7 +115,7 @@ def test_fast_path_model_fitted_without_feature_names_on_integers(tmp_path: Path
     rt = runtime_for(folder, kernels=False)
     assert rt.kind == "sklearn-fast" and [i.type for i in rt.contract.inputs] == ["integer"] * 3
     rows = [{"a": int(a), "b": int(b), "c": int(c)} for a, b, c in rng.integers(-50, 150, size=(100, 3))]
-    assert rt.predict(rows) == pyfunc_outputs(folder, rows)
+    assert predict_rows(rt, rows) == pyfunc_outputs(folder, rows)
 
 
 def test_falls_back_to_pyfunc_when_feature_order_differs(tmp_path: Path) -> None:

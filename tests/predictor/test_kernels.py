@@ -29,7 +29,8 @@ from custom_predictor.check import probe_matrix
 from custom_predictor.outputs import to_list
 from custom_predictor.runtime import ModelRejectedInput, Runtime
 from tests.predictor import models
-from tests.predictor.test_fast_path import pyfunc_outputs, random_rows, runtime_for, save
+from tests.predictor.conftest import in_process
+from tests.predictor.test_fast_path import predict_rows, pyfunc_outputs, random_rows, runtime_for, save
 
 REPO = Path(__file__).resolve().parents[2]
 TRUST_TREE = {"skops_trusted_types": ["sklearn.tree._tree.Tree"]}
@@ -208,9 +209,9 @@ def test_kernel_equals_pyfunc(tmp_path: Path, case: str) -> None:
     rt = runtime_for(folder, verify_kernel=False)
     assert rt.kind == "kernel", rt.kind
     rows = _rows(case, 400, seed=11)
-    assert rt.predict(rows) == pyfunc_outputs(folder, rows)  # exactly equal, element by element
+    assert predict_rows(rt, rows) == pyfunc_outputs(folder, rows)  # exactly equal, element by element
     for row in rows[:25]:  # one row at a time too (BLAS may round one row apart from a batch: so does pyfunc)
-        assert rt.predict([row]) == pyfunc_outputs(folder, [row])
+        assert predict_rows(rt, [row]) == pyfunc_outputs(folder, [row])
 
 
 @pytest.mark.parametrize("case", ["forest-regressor-pickle", "forest-classifier-proba-cloudpickle"])
@@ -219,7 +220,7 @@ def test_large_batches_equal_pyfunc(tmp_path: Path, case: str) -> None:
     folder = _saved(tmp_path, case)
     rt = runtime_for(folder, verify_kernel=False)
     rows = _rows(case, 3000, seed=5)
-    assert rt.predict(rows) == pyfunc_outputs(folder, rows)
+    assert predict_rows(rt, rows) == pyfunc_outputs(folder, rows)
 
 
 def test_a_forest_fitted_with_several_jobs_adds_its_trees_in_order(tmp_path: Path) -> None:
@@ -231,8 +232,8 @@ def test_a_forest_fitted_with_several_jobs_adds_its_trees_in_order(tmp_path: Pat
     rows = random_rows(500, models.FEATURES)
     model.set_params(n_jobs=None)
     in_order = to_list(model.predict_proba(np.asfortranarray(pd.DataFrame(rows).to_numpy())))
-    assert runtime_for(folder, verify_kernel=False).predict(rows) == in_order
-    assert runtime_for(folder, kernels=False).predict(rows) == in_order
+    assert predict_rows(runtime_for(folder, verify_kernel=False), rows) == in_order
+    assert predict_rows(runtime_for(folder, kernels=False), rows) == in_order
 
 
 def test_integer_inputs_out_of_range_or_missing_are_rejected_as_scikit_learn_path_does(tmp_path: Path) -> None:
@@ -246,9 +247,10 @@ def test_integer_inputs_out_of_range_or_missing_are_rejected_as_scikit_learn_pat
     for kw in ({"verify_kernel": False}, {"kernels": False}):
         rt = runtime_for(folder, **kw)
         with pytest.raises(ModelRejectedInput):  # no NaN in an int64 matrix: pyfunc refuses the schema too
-            rt.predict([{k: v for k, v in row.items() if k != "texture"}])
-        with pytest.raises(ModelRejectedInput):  # beyond int64
-            rt.predict([{**row, "area": 2**70}])
+            predict_rows(rt, [{k: v for k, v in row.items() if k != "texture"}])
+    with in_process(model_uri=str(folder), service_path="m", verify_kernel=False) as client:  # beyond int64
+        r = client.post("/m/api/v1/predict", json={"records": [{**row, "area": 2**70}]})
+        assert r.status_code == 422 and r.json()["details"][0]["loc"] == "records[0].area", r.text
 
 
 def test_imputer_kernel_fills_missing_values_like_scikit_learn(tmp_path: Path) -> None:
@@ -262,7 +264,7 @@ def test_imputer_kernel_fills_missing_values_like_scikit_learn(tmp_path: Path) -
     rows = random_rows(50, models.FEATURES)
     for n, row in enumerate(rows):
         row.pop(models.FEATURES[1 + n % 2])
-    assert rt.predict(rows) == pyfunc_outputs(folder, [{**r, **_nan_for_missing(r)} for r in rows])
+    assert predict_rows(rt, rows) == pyfunc_outputs(folder, [{**r, **_nan_for_missing(r)} for r in rows])
 
 
 def _nan_for_missing(row: dict[str, Any]) -> dict[str, float]:
@@ -284,7 +286,7 @@ def test_rows_the_kernel_leaves_go_to_scikit_learn(tmp_path: Path) -> None:
     assert rt.kind == "kernel"
     rows = random_rows(10, models.FEATURES)
     rows[3].pop("radius")
-    assert rt.predict(rows) == pyfunc_outputs(folder, [{**r, **_nan_for_missing(r)} for r in rows])
+    assert predict_rows(rt, rows) == pyfunc_outputs(folder, [{**r, **_nan_for_missing(r)} for r in rows])
     assert rt.kind == "kernel"  # the kernel still serves the next request
 
 
@@ -297,13 +299,42 @@ def test_a_missing_value_the_model_cannot_take_is_rejected_input(tmp_path: Path)
     row = random_rows(1, models.FEATURES)[0]
     row.pop("perimeter")
     with pytest.raises(ModelRejectedInput):  # scikit-learn's ValueError: the input contains NaN
-        rt.predict([row])
+        predict_rows(rt, [row])
 
 
 def test_background_check_passes_for_a_faithful_kernel(tmp_path: Path) -> None:
     rt = runtime_for(_saved(tmp_path, "forest-classifier-proba-cloudpickle"))
     assert rt.kind == "kernel" and rt.wait_checked(120)
     assert (rt.kind, rt.kernel_check) == ("kernel", "passed")
+
+
+@pytest.mark.slow
+def test_a_check_that_cannot_run_hands_over_to_scikit_learn(tmp_path: Path) -> None:
+    """Verification fails closed: the check's child process dies before answering (a `sitecustomize` on the
+    predictor's PYTHONPATH ends every spawned child at once, as an OOM kill would), so the kernel is unverified
+    and scikit-learn serves from then on; /metrics says which happened."""
+    import time
+
+    from tests.predictor.conftest import ROW, run_predictor
+
+    folder = _saved(tmp_path, "forest-classifier-proba-cloudpickle")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import os\nif b'--multiprocessing-fork' in open('/proc/self/cmdline', 'rb').read():\n    os._exit(9)\n"
+    )
+    with run_predictor(tmp_path, MODEL_URI=str(folder), SERVICE_PATH="m", PYTHONPATH=str(hooks)) as p:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            metrics = p.get("/metrics")[1]
+            if 'kind="kernel"' not in metrics:  # the hand-over is done
+                break
+            time.sleep(0.2)
+        assert 'kernel_check="unavailable"' in metrics and 'kind="sklearn-fast"' in metrics, metrics
+        status, body = p.post("/m/api/v1/predict", {"records": [ROW]})
+        assert status == 200, body
+        assert body["predictions"] == pyfunc_outputs(folder, [ROW])
+        assert "serving with the library from now on (kernel check: unavailable)" in p.log.read_text()
 
 
 def test_background_check_hands_over_when_the_kernel_disagrees(tmp_path: Path) -> None:
@@ -315,7 +346,7 @@ def test_background_check_hands_over_when_the_kernel_disagrees(tmp_path: Path) -
     rt.check_kernel()
     assert (rt.kind, rt.kernel_check) == ("sklearn-fast", "mismatch")
     rows = random_rows(30, models.FEATURES)
-    assert rt.predict(rows) == pyfunc_outputs(folder, rows)
+    assert predict_rows(rt, rows) == pyfunc_outputs(folder, rows)
 
 
 def test_background_check_compares_the_rows_the_kernel_takes(tmp_path: Path) -> None:
@@ -446,7 +477,7 @@ def test_models_outside_the_kernels_use_scikit_learn(tmp_path: Path, build: Call
     rt = runtime_for(folder)
     assert rt.kind == "sklearn-fast" and rt.kernel_check is None
     rows = random_rows(20, models.FEATURES)
-    assert rt.predict(rows) == pyfunc_outputs(folder, rows)
+    assert predict_rows(rt, rows) == pyfunc_outputs(folder, rows)
 
 
 def test_unsupported_parts_are_named() -> None:

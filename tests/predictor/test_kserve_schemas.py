@@ -1,8 +1,9 @@
 """The KServe V1/V2 request schemas documented per contract say what the routes do: a body is schema-valid
 exactly when the route answers 200, except for the rules JSON Schema cannot state (stated in words instead).
 
-Bodies are checked against `Schemas(...).v1_request` / `.v2_request` with a JSON Schema 2020-12 validator and
-sent to the predictor in-process, for a real pyfunc model with inputs of every type (`models.save_mixed_pyfunc`).
+Bodies are checked against the documented V1 and V2 request models (`v1_request`, `v2_request`) with a JSON
+Schema 2020-12 validator and sent to the predictor in-process, for a real pyfunc model with inputs of every type
+(`models.save_mixed_pyfunc`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ from tests.predictor.conftest import in_process
 PATH = "mixed"
 ROW = {"dose": 2.5, "visits": 3, "arm": "low", "smoker": True, "note": "x"}
 """A full row of the mixed model; `smoker` and `note` are optional."""
+
+
+def v1_request(schemas: Schemas) -> Any:
+    """The documented KServe V1 request of a contract (what the app puts in its OpenAPI document)."""
+    from custom_predictor.protocols.v1.schemas import request_model
+
+    return request_model(schemas)
+
+
+def v2_request(schemas: Schemas) -> Any:
+    """The documented Open Inference Protocol request of a contract."""
+    from custom_predictor.protocols.v2.schemas import v2_request_model
+
+    return v2_request_model(schemas.contract, schemas.max_records, schemas.example)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +138,7 @@ def _validator(model: Any) -> Draft202012Validator:
 @pytest.mark.parametrize(("case", "body", "valid"), V1_CASES, ids=[c[0] for c in V1_CASES])
 def test_v1_schema_says_what_the_route_accepts(mixed: Any, case: str, body: dict, valid: bool) -> None:
     r = mixed.post(f"/v1/models/{PATH}:predict", json=body)
-    assert _validator(mixed.schemas.v1_request).is_valid(body) is valid, case
+    assert _validator(v1_request(mixed.schemas)).is_valid(body) is valid, case
     assert r.status_code == (200 if valid else 422), r.text
     if valid:
         assert len(r.json()["predictions"]) == len(body["instances"])
@@ -132,16 +147,16 @@ def test_v1_schema_says_what_the_route_accepts(mixed: Any, case: str, body: dict
 @pytest.mark.parametrize(("case", "body", "valid"), V2_CASES, ids=[c[0] for c in V2_CASES])
 def test_v2_schema_says_what_the_route_accepts(mixed: Any, case: str, body: dict, valid: bool) -> None:
     r = mixed.post(f"/v2/models/{PATH}/infer", json=body)
-    assert _validator(mixed.schemas.v2_request).is_valid(body) is valid, case
+    assert _validator(v2_request(mixed.schemas)).is_valid(body) is valid, case
     assert r.status_code == (200 if valid else 422), r.text
 
 
 @pytest.mark.parametrize(("case", "body"), RULES_IN_WORDS, ids=[c[0] for c in RULES_IN_WORDS])
 def test_v2_rules_json_schema_cannot_state_are_described_and_checked(mixed: Any, case: str, body: dict) -> None:
-    assert _validator(mixed.schemas.v2_request).is_valid(body), case
+    assert _validator(v2_request(mixed.schemas)).is_valid(body), case
     r = mixed.post(f"/v2/models/{PATH}/infer", json=body)
     assert r.status_code == 422 and r.json()["details"][0]["loc"] in ("inputs[0].data", "inputs[1].shape"), r.text
-    described = mixed.schemas.v2_request.model_json_schema()["properties"]["inputs"]["description"]
+    described = v2_request(mixed.schemas).model_json_schema()["properties"]["inputs"]["description"]
     assert "shape[0] is its number of rows" in described and "every tensor has the same number of rows" in described
 
 
@@ -149,9 +164,9 @@ def test_v2_flat_2d_tensor_of_mixed_inputs_is_described_not_in_the_schema(mixed:
     """A flat array cannot say which value is for which input, so for inputs of different types the schema shows
     nested rows only; the flat form still works and the tensor's description says so."""
     body = {"inputs": [col("m", "BYTES", list(ROW.values()), [1, 5])]}
-    assert not _validator(mixed.schemas.v2_request).is_valid(body)
+    assert not _validator(v2_request(mixed.schemas)).is_valid(body)
     assert mixed.post(f"/v2/models/{PATH}/infer", json=body).status_code == 200
-    defs = mixed.schemas.v2_request.model_json_schema()["$defs"]
+    defs = v2_request(mixed.schemas).model_json_schema()["$defs"]
     matrix = next(d for k, d in defs.items() if k.startswith("V2MatrixTensor"))
     assert "a flat row-major array of n x 5 values is accepted too" in matrix["description"]
 
@@ -162,7 +177,7 @@ def _datatypes(d: dict) -> list[str]:
 
 
 def test_v2_schema_names_inputs_datatypes_and_their_ranges(mixed: Any) -> None:
-    defs = mixed.schemas.v2_request.model_json_schema()["$defs"]
+    defs = v2_request(mixed.schemas).model_json_schema()["$defs"]
     groups: dict[str, dict[str, dict]] = {}
     for key, d in defs.items():
         if key.startswith("V2InputTensor"):
@@ -187,8 +202,8 @@ def test_v2_schema_names_inputs_datatypes_and_their_ranges(mixed: Any) -> None:
 
 def test_examples_are_valid_and_accepted(mixed: Any) -> None:
     for route, model in (
-        (f"/v1/models/{PATH}:predict", mixed.schemas.v1_request),
-        (f"/v2/models/{PATH}/infer", mixed.schemas.v2_request),
+        (f"/v1/models/{PATH}:predict", v1_request(mixed.schemas)),
+        (f"/v2/models/{PATH}/infer", v2_request(mixed.schemas)),
     ):
         (example,) = model.model_json_schema()["examples"]
         assert _validator(model).is_valid(example), example
@@ -200,7 +215,7 @@ def test_flat_2d_tensor_is_in_the_schema_when_every_input_takes_the_same_values(
         schemas = Schemas(client.app_state.contract, 10, "c")
         x, _ = models.breast_cancer(2)
         body = {"inputs": [col("input-0", "FP64", [float(v) for v in x.ravel()], [2, 5])]}
-        assert _validator(schemas.v2_request).is_valid(body)
+        assert _validator(v2_request(schemas)).is_valid(body)
         assert client.post("/v2/models/c/infer", json=body).status_code == 200
         too_many = {"inputs": [col("input-0", "FP64", [1.0] * 55, [11, 5])]}
-        assert not _validator(schemas.v2_request).is_valid(too_many)  # max_records = 10 is documented too
+        assert not _validator(v2_request(schemas)).is_valid(too_many)  # max_records = 10 is documented too

@@ -21,6 +21,20 @@ from tests.predictor.conftest import in_process, run_predictor
 PATH = "breast-cancer-risk"
 
 
+def v1_request(schemas: Schemas) -> Any:
+    """The documented KServe V1 request of a contract (what the app puts in its OpenAPI document)."""
+    from custom_predictor.protocols.v1.schemas import request_model
+
+    return request_model(schemas)
+
+
+def v2_request(schemas: Schemas) -> Any:
+    """The documented Open Inference Protocol request of a contract."""
+    from custom_predictor.protocols.v2.schemas import v2_request_model
+
+    return v2_request_model(schemas.contract, schemas.max_records, schemas.example)
+
+
 @pytest.fixture(scope="module")
 def sdk() -> Any:
     from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
@@ -53,7 +67,7 @@ def test_sdk_column_and_tensor_requests_round_trip(sdk: Any, local_models: dict[
     frame = pd.DataFrame(x, columns=models.FEATURES)
     want = models._fit_classifier().predict(frame)
     with in_process(model_uri=str(local_models["classifier"]), service_path=PATH) as c:
-        documented = Draft202012Validator(Schemas(c.app_state.contract, 10_000, PATH).v2_request.model_json_schema())
+        documented = Draft202012Validator(v2_request(Schemas(c.app_state.contract, 10_000, PATH)).model_json_schema())
         for request in (column_request(sdk, frame), tensor_request(sdk, x)):
             body, json_length = request.to_rest()
             assert json_length is None
@@ -72,7 +86,7 @@ def test_sdk_pyfunc_multi_output_over_a_real_process(sdk: Any, tmp_path: Path, l
     with run_predictor(tmp_path, MODEL_URI=str(local_models["pyfunc"]), SERVICE_PATH=PATH) as p:
         body, _ = column_request(sdk, frame).to_rest()
         contract = resolve_contract(fetch(Settings(model_uri=str(local_models["pyfunc"]))))[0]
-        assert Draft202012Validator(Schemas(contract, 10_000, PATH).v2_request.model_json_schema()).is_valid(body)
+        assert Draft202012Validator(v2_request(Schemas(contract, 10_000, PATH)).model_json_schema()).is_valid(body)
         status, reply = p.post(f"/v2/models/{PATH}/infer", body)
         assert status == 200, reply
         outputs = {o.name: o.as_numpy() for o in infer_response.from_rest(reply).outputs}

@@ -137,3 +137,31 @@ def test_unreachable_mlflow_is_retried_then_reported(tmp_path: Path) -> None:
     assert len(retries) >= 2
     assert lines[-1].startswith("custom_predictor: MLflow unreachable: cannot reach the MLflow tracking server")
     assert "gave up after" in lines[-1]
+
+
+def test_no_writable_directory_stops_startup_with_the_setting_to_change(local_models: dict[str, Path]) -> None:
+    """A read-only root with no writable mount (`readOnlyRootFilesystem` without the template's emptyDir): the
+    predictor runs in a mount namespace of its own where / is read-only, and ends with one line naming the
+    settings to change, never a traceback. A DOWNLOAD_DIR that cannot be written says so too."""
+    import subprocess
+    import sys
+
+    from tests.predictor.conftest import REPO, predictor_env
+    from tests.servers import free_port
+
+    script = 'mount -o remount,bind,ro / && exec "$0" -m custom_predictor'
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, sys.executable],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=predictor_env(MODEL_URI=str(local_models["classifier"]), PORT=str(free_port())),
+        timeout=120,
+        check=False,
+    )
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2, result.stderr
+    assert last.startswith("custom_predictor: no writable directory for the model's files: the temporary"), last
+    assert "set DOWNLOAD_DIR or TMPDIR to a writable directory" in last and "Traceback" not in result.stderr
+    result = run_to_exit(MODEL_URI=str(local_models["classifier"]), DOWNLOAD_DIR="/proc/self")
+    assert result.returncode == 2 and "DOWNLOAD_DIR=/proc/self is not writable" in result.stderr, result.stderr
