@@ -29,6 +29,7 @@ from custom_predictor.errors import PredictorError
 from custom_predictor.inference_log import InferenceLog
 from custom_predictor.limits import Budget
 from custom_predictor.metrics import Metrics
+from custom_predictor.outputs import count
 from custom_predictor.runtime import ModelFailure, ModelRejectedInput, Runtime, WouldBlock
 from custom_predictor.source import ModelSource
 
@@ -172,5 +173,5 @@ class DataPlane:
             raise PredictorError(422, "model_rejected_input", str(e)) from None
         except ModelFailure as e:
             raise PredictorError(500, "model_error", str(e)) from None
-        self.metrics.predictions.inc(len(data) if hasattr(data, "__len__") else 1)
+        self.metrics.predictions.inc(count(data))
         return out

@@ -34,8 +34,8 @@ def count(out: Any) -> int:
     shape = getattr(out, "shape", None)
     if shape is not None:
         return int(shape[0]) if len(shape) else 1
-    if isinstance(out, dict):
-        return len(to_list(out))
+    if isinstance(out, dict):  # columns: as many rows as the longest (a ragged input is the model's to refuse)
+        return max((count(v) for v in out.values()), default=0)
     if isinstance(out, list | tuple):
         return len(out)
     return 1

@@ -262,7 +262,7 @@ class Runtime:
         try:
             return backend.predict_raw(data, params)
         except Exception as e:  # noqa: BLE001 - the model's own errors become one safe error body
-            raise _failure(e, len(data) if hasattr(data, "__len__") else 1) from None
+            raise _failure(e, count(data)) from None
 
     def _measure(self) -> int:
         """How many rows a request may have to run on the event loop: 0 unless the backend may run there and a

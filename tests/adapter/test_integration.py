@@ -326,9 +326,14 @@ def test_services_deployed_with_the_old_bookkeeping_are_adopted_without_a_redepl
     world.mlflow.set_registered_model_tag(name, "deployed_version", "1")
     rec = world.reconciler()
     world.kube.reset_log()
+    before = world.tags(name, 1)
     out = rec.run_pass().by_model()[name]
-    assert (out.action, out.status, out.tag_writes) == ("unchanged", "ready", 0)
+    assert (out.action, out.status) == ("unchanged", "ready")
     assert world.kube.count(writes_only=True) == 0  # no apply: no new revision, no redeploy
+    # Only what the old adapter did not write yet: where the version's inference records go (and when it changed).
+    now = world.tags(name, 1)
+    assert {k for k in now if now[k] != before.get(k)} == {"deployment.inference_log", "deployment.updated_at"}
+    assert out.tag_writes == 2
 
     # A rollout the old adapter started and did not finish: its base revision is in MLflow, a Ready is left over.
     world.mlflow.set_model_version_tag(name, "2", "stage", "production")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -58,8 +59,18 @@ def get(url: str) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
-def post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+def new_key(s: AdapterSettings) -> str:
+    """An API key for the local predictors, made as `make demo` makes one: the predictor's keygen, into the state
+    dir's keys file."""
+    keys = s.local_api_keys_file
+    Path(keys).parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "custom_predictor.auth", "keygen", "test", "--keys-file", keys]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def post(url: str, body: dict, key: str | None) -> dict:
+    headers = {"Content-Type": "application/json", **({"X-API-Key": key} if key else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -71,6 +82,7 @@ def test_local_target_lifecycle(tracking_uri: str, tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     client.set_model_version_tag(name, "1", "stage", "production")
     s = settings_for(tracking_uri, tmp_path / "state", prefix)
+    key = new_key(s)
     cluster = LocalCluster(s)
     rec = reconciler(s, cluster)
     isvc = naming.isvc_name(name)
@@ -82,7 +94,11 @@ def test_local_target_lifecycle(tracking_uri: str, tmp_path: Path) -> None:
         assert tags["model_endpoint"] == f"{url}/{naming.service_path(name)}/api/"
         status, page = get(tags["model_endpoint"])
         assert status == 200 and b"swagger" in page.lower()
-        pred = post(f"{url}/{naming.service_path(name)}/api/v1/predict", {"records": [ROW]})
+        predict = f"{url}/{naming.service_path(name)}/api/v1/predict"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post(predict, {"records": [ROW]}, None)
+        assert refused.value.code == 401  # local predictors want a key too
+        pred = post(predict, {"records": [ROW]}, key)
         assert pred["version"] == "1" and len(pred["predictions"]) == 1
 
         # A second adapter on the same state dir is refused (no duplicates).
@@ -127,7 +143,7 @@ def test_local_target_lifecycle(tracking_uri: str, tmp_path: Path) -> None:
         v2 = client.get_model_version(name, "2").tags
         assert v2["deployment.url"] == url and v2["deployed"] == "true"
         assert client.get_model_version(name, "1").tags["deployment.status"] == "superseded"
-        assert post(f"{url}/{naming.service_path(name)}/api/v1/predict", {"records": [ROW]})["version"] == "2"
+        assert post(predict, {"records": [ROW]}, key)["version"] == "2"
 
         # Retire: the process is gone.
         last_pid = json.loads((s.service_builder_state_dir / "services" / f"{isvc}.json").read_text())["pid"]

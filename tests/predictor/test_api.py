@@ -240,7 +240,10 @@ def test_openapi_documents_kserve_names_and_error_bodies(classifier: Any) -> Non
     examples = {code: r["content"]["application/json"]["example"]["code"] for code, r in responses.items()}
     assert examples == {
         "400": "invalid_json",
+        "401": "unauthenticated",
+        "403": "forbidden",
         "404": "not_found",
+        "413": "too_large",
         "422": "invalid_input",
         "500": "model_error",
         "503": "not_ready",

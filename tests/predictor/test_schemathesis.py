@@ -41,13 +41,15 @@ UNTYPED_PATH = "untyped"
 def predictor(
     request: pytest.FixtureRequest, mlflow_srv: MlflowServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Predictor]:
-    """The registered classifier (typed from its signature), or the classifier saved without signature."""
+    """The registered classifier (typed from its signature), or a custom pyfunc model logged without signature
+    (it declares nothing: served untyped)."""
     import mlflow
 
-    from tests.predictor.models import save_untyped, train_classifier
+    from tests.predictor.flavors import save_untyped_pyfunc
+    from tests.predictor.models import train_classifier
 
     if request.param == "untyped":
-        folder = save_untyped(tmp_path_factory.mktemp("fuzz-untyped") / "model")
+        folder = save_untyped_pyfunc(tmp_path_factory.mktemp("fuzz-untyped") / "model")
         with running_predictor(str(folder), None, UNTYPED_PATH, folder.parent, SERVICE_PATH=UNTYPED_PATH) as p:
             yield p
         return

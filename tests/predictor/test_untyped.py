@@ -93,6 +93,10 @@ def test_a_model_that_declares_nothing_is_served_untyped(tmp_path: Path) -> None
         assert r.json() == {"predictions": [4.0, 6.0, 8.0]}
         r = c.post("/v1/models/s:predict", json={"instances": frame.to_dict(orient="records")})
         assert r.json() == {"predictions": [4.0, 6.0, 8.0]}
+        # A scalar where rows belong, ragged columns (found by schemathesis): the model refuses; a 400, no 500.
+        for body in ({"instances": ""}, {"inputs": {"a": [1.0, 2.0], "b": {"c": []}, "d": [None]}}):
+            r = c.post("/invocations", json=body)
+            assert (r.status_code, r.json()["error_code"]) == (400, "BAD_REQUEST"), r.text
 
 
 def test_the_self_test_runs_the_input_example(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from custom_predictor import errors
 from custom_predictor.dataplane import DataPlane
 from custom_predictor.openapi import Bodies, schema_of
+from custom_predictor.outputs import count
 from custom_predictor.protocols.mlflow import codec
 from custom_predictor.protocols.mlflow.schemas import RESPONSES, examples, invocations_type
 from custom_predictor.schemas import Schemas
@@ -49,13 +50,13 @@ def router(plane: DataPlane, schemas: Schemas, bodies: Bodies, caller: Any, serv
         body = await plane.body(request, kind)
         data, params = await plane.decode(len(body), codec.decode, schemas, kind, body)
         call = request.state.call
-        call.rows_in = len(data) if hasattr(data, "__len__") else None
+        call.rows_in = count(data)
         if plane.typed:
             out = await plane.predict(data, params=params)
         else:
             out = await plane.predict_raw(data, params)
         response = codec.predictions(out)
-        call.rows_out = len(out) if hasattr(out, "__len__") else None
+        call.rows_out = count(out)
         plane.keep(request, data, lambda: bytes(response.body).decode())
         return response
 

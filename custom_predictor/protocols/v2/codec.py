@@ -29,7 +29,14 @@ from custom_predictor.columns import ColumnError, Columns, check
 from custom_predictor.contract import Contract, InputSpec
 from custom_predictor.errors import invalid
 from custom_predictor.protocols.v2.binary import NUMPY_TYPES, decode_data, encode_data, join, slices, split
-from custom_predictor.protocols.v2.datatypes import DATATYPES, INTEGERS, check_exact, check_values, matrix_datatypes
+from custom_predictor.protocols.v2.datatypes import (
+    DATATYPES,
+    INTEGERS,
+    check_exact,
+    check_values,
+    matrix_datatypes,
+    value_ok,
+)
 from custom_predictor.protocols.v2.schemas import V2Request, output_names
 
 _TYPE_ERRORS = {
@@ -42,14 +49,24 @@ _TYPE_ERRORS = {
 
 @dataclass
 class Tensor:
-    """One request tensor: `values` a flat, row-major numpy array (object array of str/bytes for BYTES)."""
+    """One request tensor: binary data as a flat, row-major numpy array (`values`; an object array of bytes for
+    BYTES), or JSON data as its flat list of values (`raw`), checked when a column is taken from it."""
 
     index: int
     name: str
     shape: list[int]
     datatype: str
-    values: np.ndarray
+    values: np.ndarray | None = None
+    raw: list[Any] | None = None
     nested: bool = False
+
+    def array(self) -> np.ndarray:
+        """All values as one array of the tensor's datatype (JSON values checked against it first)."""
+        if self.values is None:
+            assert self.raw is not None
+            check_values(self.raw, self.datatype, self.where)
+            self.values = _array(self.raw, self.datatype)
+        return self.values
 
     def where(self, k: int) -> str:
         """The path of flat element `k`: `inputs[i].data[k]`, or `inputs[i].data[r][c]` for nested data."""
@@ -114,17 +131,16 @@ def _tensors(req: V2Request, tail: bytes) -> list[Tensor]:
         if blob is not None:
             if t.data is not None:
                 raise invalid(f"inputs[{i}].data", "give data or binary_data_size, not both")
-            tensors.append(Tensor(i, t.name, t.shape, t.datatype, decode_data(blob, t.datatype, count, f"inputs[{i}]")))
+            values = decode_data(blob, t.datatype, count, f"inputs[{i}]")
+            tensors.append(Tensor(i, t.name, t.shape, t.datatype, values=values))
             continue
         if t.data is None:
             raise invalid(f"inputs[{i}].data", "missing: JSON data, or binary_data_size with binary data", "missing")
         values = _flatten(t.data)
         if len(values) != count:
             raise invalid(f"inputs[{i}].data", f"shape {t.shape} needs {count} values, got {len(values)}")
-        tensor = Tensor(i, t.name, t.shape, t.datatype, np.empty(0), nested=len(values) > 0 and values is not t.data)
-        check_values(values, t.datatype, tensor.where)
-        tensor.values = _array(values, t.datatype)
-        tensors.append(tensor)
+        nested = len(values) > 0 and values is not t.data
+        tensors.append(Tensor(i, t.name, t.shape, t.datatype, raw=values, nested=nested))
     return tensors
 
 
@@ -180,18 +196,44 @@ def _text(t: Tensor, values: np.ndarray, offset: int, step: int) -> np.ndarray:
     return out
 
 
-def _checked(t: Tensor, spec: InputSpec, values: np.ndarray, offset: int, step: int) -> np.ndarray:
-    """One input's values from tensor `t` (element k of `values` is flat element offset + k * step of `t`)."""
-    if t.datatype not in DATATYPES[spec.type]:
-        message, kind = _TYPE_ERRORS[spec.type]
-        raise invalid(t.where(offset), message, kind)
+def _checked(t: Tensor, spec: InputSpec, offset: int, step: int, mixed: bool = False) -> np.ndarray:
+    """One input's values from tensor `t`: its flat elements offset, offset + step, ... In a 2-D tensor of inputs
+    of several types (`mixed`, JSON data only) each value is checked against its input's own type, whatever the
+    tensor's datatype says, as it would be in a record."""
+
+    def where(k: int) -> str:
+        return t.where(offset + k * step)
+
+    if t.raw is not None and mixed:
+        datatype = _OWN[spec.type]
+        raw = t.raw[offset::step]
+        if not all(value_ok(datatype, v) for v in raw):
+            k = next(k for k, v in enumerate(raw) if not value_ok(datatype, v))
+            message, kind = _TYPE_ERRORS[spec.type]
+            raise invalid(where(k), message, kind)
+        values = _array(raw, datatype)
+    else:
+        if t.datatype not in DATATYPES[spec.type]:
+            message, kind = _TYPE_ERRORS[spec.type]
+            raise invalid(t.where(offset), message, kind)
+        datatype = t.datatype
+        if t.raw is not None:
+            raw = t.raw[offset::step]
+            check_values(raw, datatype, where)
+            values = _array(raw, datatype)
+        else:
+            values = t.array()[offset::step]
     values = _text(t, values, offset, step)
-    if spec.type == "double" and t.datatype in ("INT64", "UINT64"):
-        check_exact(list(values), spec.type, t.datatype, lambda k: t.where(offset + k * step))
+    if spec.type == "double" and datatype in ("INT64", "UINT64"):
+        check_exact(list(values), spec.type, datatype, where)
     try:
         return check(spec, values)
     except ColumnError as e:
-        raise invalid(t.where(offset + e.index * step), e.message, e.kind) from None
+        raise invalid(where(e.index), e.message, e.kind) from None
+
+
+_OWN = {"integer": "INT64", "double": "FP64", "boolean": "BOOL", "string": "BYTES"}
+"""The datatype that carries every value of an input of each type (a value of a mixed 2-D tensor is checked so)."""
 
 
 def _columns(tensors: list[Tensor], contract: Contract, max_rows: int) -> Columns:
@@ -209,13 +251,15 @@ def _columns(tensors: list[Tensor], contract: Contract, max_rows: int) -> Column
                 f"inputs[{t.index}].datatype", f"a 2-D tensor of these inputs has datatype {', '.join(allowed)}"
             )
         count = t.shape[0]
-        grid = t.values.reshape(count, k)
-        if _plain_doubles(contract) and t.datatype in ("FP64", "FP32") and bool(np.isfinite(grid).all()):
+        mixed = len({s.type for s in contract.inputs}) > 1
+        plain = not mixed and _plain_doubles(contract) and t.datatype in ("FP64", "FP32")
+        grid = t.array().reshape(count, k) if plain else None
+        if grid is not None and bool(np.isfinite(grid).all()):
             grid = grid.astype(np.float64, copy=False)  # every value kept: one check for the whole tensor
             arrays = {name: grid[:, j] for j, name in enumerate(names)}
         else:
             for j, name in enumerate(names):
-                arrays[name] = _checked(t, specs[name], grid[:, j], j, k)
+                arrays[name] = _checked(t, specs[name], j, k, mixed)
     else:
         counts: set[int] = set()
         for name, t in assigned.items():
@@ -228,7 +272,7 @@ def _columns(tensors: list[Tensor], contract: Contract, max_rows: int) -> Column
             if counts and t.shape[0] not in counts:
                 raise invalid(f"inputs[{t.index}].shape", "all inputs must have the same number of rows")
             counts.add(t.shape[0])
-            arrays[name] = _checked(t, specs[name], t.values, 0, 1)
+            arrays[name] = _checked(t, specs[name], 0, 1)
         missing = [s.name for s in contract.inputs if s.required and s.name not in arrays]
         if missing:
             raise invalid("inputs", f"missing inputs {missing}", "missing")
@@ -253,12 +297,12 @@ def _model_input(tensors: list[Tensor]) -> Any:
     arrays = []
     for t in tensors:
         if t.datatype == "BYTES":
-            values = [_utf8(v) for v in t.values]
+            values = [_utf8(v) for v in t.array()]
             a = np.empty(len(values), dtype=object)
             a[:] = values
             arrays.append(a.reshape(t.shape))
         else:
-            arrays.append(t.values.astype(NUMPY_TYPES[t.datatype]).reshape(t.shape))
+            arrays.append(t.array().astype(NUMPY_TYPES[t.datatype]).reshape(t.shape))
     if len(tensors) == 1:
         return arrays[0]
     for t in tensors:
