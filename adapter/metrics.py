@@ -60,3 +60,16 @@ LEADER = Gauge(
     "1 while this replica may reconcile (it holds the leader Lease, or runs without leader election), else 0.",
     registry=REGISTRY,
 )
+WATCH_EVENTS = Counter(
+    "service_builder_watch_events",
+    "Events of the watch on owned InferenceServices by type (added, modified, deleted, bookmark).",
+    ["type"],
+    registry=REGISTRY,
+)
+WATCH_RESTARTS = Counter(
+    "service_builder_watch_restarts",
+    "Watches of owned InferenceServices that ended, by reason: ended (the API server's timeout), expired"
+    " (410 Gone: listed again), stalled (no event or bookmark for WATCH_STALL_SECONDS), error (backed off).",
+    ["reason"],
+    registry=REGISTRY,
+)

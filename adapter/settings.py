@@ -187,6 +187,13 @@ class AdapterSettings(BaseSettings):
     health_stall_seconds: float = Field(
         300.0, gt=0, description="`/healthz` fails when the run loop has not come round for this long."
     )
+    watch_stall_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="`run`: a watch of the owned InferenceServices that brings no event and no bookmark for this long"
+        " is restarted; the API server is asked to end each watch sooner (after half to nine tenths of it, with a"
+        " bookmark), so only a stalled one ever waits that long.",
+    )
     # Leader election (`run` with DEPLOY_TARGET=kserve): only the holder of the Lease reconciles.
     leader_election: bool = Field(True, description="Elect one leader among replicas with a Lease; false: always lead.")
     leader_election_lease_name: str = Field(

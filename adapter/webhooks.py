@@ -3,8 +3,8 @@
 `WebhookReceiver` is the HTTP server of `run`, a stdlib server in a background thread: `POST /webhooks/mlflow`,
 and the probes and metrics `GET /healthz`, `/readyz` (`adapter.health.Probes`) and `/metrics` (Prometheus text,
 `adapter.metrics`). It runs without a webhook secret too; deliveries are then refused. A delivery is checked
-(`verify_signature`, `ReplayGuard`), parsed, answered at once, and turned into `Trigger.request(model_name)`;
-the `run` loop (adapter.cli) waits on the `Trigger` between polls and reconciles the names it gets. A replica
+(`verify_signature`, `ReplayGuard`), parsed, answered at once, and turned into `WorkQueue.request(model_name)`;
+the run loop (adapter.manager) takes the names from that queue and reconciles them. A replica
 that is not the leader answers 202 `not-leader` and wakes nothing. Polling stays the safety net: MLflow
 sends nothing for stages, deletions or registered-model tags, and never redelivers after a 2xx.
 Every delivery is counted in `service_builder_webhook_deliveries` by its answer's `status`.
@@ -35,6 +35,7 @@ from adapter import metrics
 from adapter.health import Probes
 from adapter.log import kv
 from adapter.types import OWN_TAG_KEYS
+from adapter.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -155,67 +156,6 @@ class ReplayGuard:
         return len(self._expiry)
 
 
-class Trigger:
-    """Pending model names for the reconcile loop: many requests, few wake-ups.
-
-    A model requested for the first time is due `settle` seconds later, so events that come
-    together (an alias and a tag set by one script) make one reconcile. A model is returned at
-    most once per `cooldown` seconds: requests in between are held (never dropped) and answered
-    by one more reconcile when the cooldown ends. A burst of 50 events for one model over T
-    seconds thus wakes the loop about 1 + T / cooldown times, whatever its rate. Other models are
-    not held back by one model's cooldown.
-    """
-
-    def __init__(self, settle: float = 0.1, cooldown: float = 2.0) -> None:
-        self._settle = settle
-        self._cooldown = cooldown
-        self._cond = threading.Condition()
-        self._due: dict[str, float] = {}  # pending name -> monotonic time it may be returned
-        self._fired: dict[str, float] = {}  # name -> when `wait` last returned it
-        self._closed = False
-
-    def request(self, model_name: str) -> None:
-        with self._cond:
-            if model_name in self._due:
-                return  # already pending: the reconcile it gets will read the latest state
-            after_cooldown = self._fired.get(model_name, -self._cooldown) + self._cooldown
-            self._due[model_name] = max(time.monotonic() + self._settle, after_cooldown)
-            self._cond.notify_all()
-
-    def wait(self, timeout: float) -> set[str]:
-        """The names now due (at least one); an empty set after `timeout` seconds or on close."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                ready = {name for name, due in self._due.items() if due <= now}
-                if ready:
-                    for name in ready:
-                        del self._due[name]
-                    self._fired = {n: t for n, t in self._fired.items() if t > now - self._cooldown}
-                    self._fired.update(dict.fromkeys(ready, now))
-                    return ready
-                if now >= deadline:
-                    break
-                self._cond.wait(min([deadline, *self._due.values()]) - now)
-            return set()
-
-    @property
-    def pending(self) -> set[str]:
-        with self._cond:
-            return set(self._due)
-
-    def close(self) -> None:
-        """Wake every waiter; later waits return at once."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-
 def _safe(value: object, limit: int = 80) -> str:
     """A value fit for one log line: printable, bounded, no spaces to split on."""
     text = "".join(c if c.isprintable() and not c.isspace() else "?" for c in str(value))
@@ -230,7 +170,7 @@ class WebhookReceiver:
         host: str,
         port: int,
         secret: str | bytes | None,
-        trigger: Trigger,
+        trigger: WorkQueue,
         ignored_tag_keys: Collection[str] = OWN_TAG_KEYS,
         ignored_tag_prefixes: tuple[str, ...] = ("deployment.",),
         clock: Callable[[], float] = time.time,
@@ -346,7 +286,7 @@ class WebhookReceiver:
             if target and _forward(target, headers, body):
                 return 202, {"status": "forwarded", "model": name, "to": target}
             return 202, {"status": "not-leader", "reason": "this replica is on standby; the leader's poll converges"}
-        self.trigger.request(name)
+        self.trigger.request(name, reason="webhook")
         return 202, {"status": "queued", "model": name}
 
 
