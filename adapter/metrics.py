@@ -46,7 +46,8 @@ CALL_ERRORS = Counter(
 )
 WEBHOOKS = Counter(
     "service_builder_webhook_deliveries",
-    "MLflow webhook deliveries by result (queued, ignored, not-leader, rejected, malformed).",
+    "MLflow webhook deliveries by result (queued, ignored, not-leader, rejected, malformed; busy: a connection"
+    " refused because MAX_CONNECTIONS were being served).",
     ["result"],
     registry=REGISTRY,
 )

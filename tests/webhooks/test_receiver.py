@@ -330,3 +330,100 @@ def test_without_a_secret_deliveries_are_refused_and_probes_answer(trigger: Work
         assert get(r.port, "/metrics")[0] == 200
     finally:
         r.stop()
+
+
+def closed(s: socket.socket, within: float) -> bool:
+    """Whether the server closes `s` within `within` seconds (whatever it answered first)."""
+    s.settimeout(within)
+    try:
+        while s.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:  # reset
+        return True
+    return True
+
+
+def test_an_oversized_delivery_is_refused_before_its_body_is_read(trigger: WorkQueue) -> None:
+    r = WebhookReceiver("127.0.0.1", 0, SECRET, trigger, max_body=1000)
+    r.start()
+    try:
+        with socket.create_connection(("127.0.0.1", r.port), timeout=5) as s:
+            s.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 30}\r\n\r\n".encode())
+            assert s.recv(4096).startswith(b"HTTP/1.1 413")  # no byte of the 1 GiB sent
+            assert closed(s, 5)
+        assert trigger.wait(0.2).names == frozenset() and r.stats["malformed"] == 1
+    finally:
+        r.stop()
+
+
+def test_slow_requests_are_cut_and_change_nothing(trigger: WorkQueue) -> None:
+    """Slowloris: a request line, headers or a delivery's body sent a byte at a time is cut after the request
+    timeout (each byte arrives well within the socket's own timeout, so only the whole-request deadline stops it);
+    an idle connection is closed too; nothing is queued, and a probe is answered meanwhile."""
+    r = WebhookReceiver("127.0.0.1", 0, SECRET, trigger, request_timeout=1.0)
+    r.start()
+    d = delivery(tag_event("churn"))
+    head = "".join(f"{k}: {v}\r\n" for k, v in d.headers.items())
+    whole = f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(d.body)}\r\n\r\n".encode() + d.body
+    slow_body_from = whole.index(b"\r\n\r\n") + 4
+    try:
+        for start in (0, 20, slow_body_from):  # in the request line, in the headers, in the body
+            with socket.create_connection(("127.0.0.1", r.port), timeout=5) as s:
+                s.sendall(whole[:start])
+                started = time.monotonic()
+                cut = False
+                for byte in whole[start : start + 40]:
+                    try:
+                        s.sendall(bytes([byte]))
+                    except OSError:
+                        cut = True
+                        break
+                    if closed(s, 0.2):
+                        cut = True
+                        break
+                    assert get(r.port, "/healthz")[0] == 200  # probes answer while it trickles
+                assert cut, f"a request trickled from byte {start} was not cut"
+                assert time.monotonic() - started < 5
+        with socket.create_connection(("127.0.0.1", r.port), timeout=5) as idle:
+            assert closed(idle, 5)
+        assert trigger.wait(0.2).names == frozenset()
+        assert r.stats["queued"] == 0
+        assert post(r.port, d)[0] == 202  # the same delivery, sent at once, is taken
+        assert trigger.wait(2).names == {"churn"}
+    finally:
+        r.stop()
+
+
+def test_connections_beyond_the_limit_get_503_without_a_thread(trigger: WorkQueue) -> None:
+    r = WebhookReceiver("127.0.0.1", 0, SECRET, trigger, max_connections=2, request_timeout=30)
+    r.start()
+    try:
+        held = [socket.create_connection(("127.0.0.1", r.port), timeout=5) for _ in range(2)]
+        for s in held:
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")  # and nothing more
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", r.port), timeout=5) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = s.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while get(r.port, "/healthz")[0] != 200:  # slots come back as the held connections end
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        r.stop()
+
+
+def test_a_body_on_a_probe_is_not_taken_for_the_next_request(receiver: WebhookReceiver) -> None:
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as s:
+        smuggled = b"POST /webhooks/mlflow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1  # answered once, then closed
+    assert receiver.stats["rejected"] == receiver.stats["malformed"] == 0
