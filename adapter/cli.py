@@ -1,19 +1,15 @@
-"""`service-builder`: the adapter's command line (`sync`, `run`, `render`, `status`).
+"""`service-builder`: the adapter's command line (`sync`, `run`, `render`, `status`, `webhook`).
 
-Builds the settings once, wires the MLflow and Kubernetes wrappers into the reconciler, and turns
-every expected failure into one clear line and a non-zero exit code, never a traceback.
+Parses the arguments, builds the settings once, wires the MLflow and Kubernetes wrappers into the reconciler
+(`build`), and calls: one pass (`sync`), the run loop (`run`: `adapter.manager`), a rendering, a table. Every
+expected failure becomes one clear line and a non-zero exit code, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
-import signal
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,10 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from adapter.errors import AdapterError
-from adapter.log import configure, kv
+from adapter.log import configure
 from adapter.settings import AdapterSettings
-
-log = logging.getLogger("adapter")
 
 
 def invalid_configuration(e: ValidationError) -> str:
@@ -83,193 +77,11 @@ def cmd_sync(settings: AdapterSettings, _: argparse.Namespace) -> int:
     return 2 if result.failed else 0
 
 
-def pass_result(result: Any) -> str:
-    """`skipped` (MLflow or Kubernetes not reached), `error` (some model in error) or `ok`."""
-    if not result.ok:
-        return "skipped"
-    return "error" if any(o.action == "error" for o in result.outcomes) else "ok"
-
-
-def observed_pass(reconciler: Any, only: set[str] | None = None) -> str:
-    """A pass that cannot end `run`, measured: duration, result, time of the last pass that reached both
-    systems. A surprise is logged (result `error`) and the next pass tries again."""
-    from adapter import metrics
-
-    started = time.perf_counter()
-    try:
-        outcome = pass_result(reconciler.run_pass(only=only))
-    except Exception:
-        log.exception("Pass crashed; next pass retries")
-        outcome = "error"
-        reached = False
-    else:
-        reached = outcome != "skipped"
-    metrics.PASS_SECONDS.observe(time.perf_counter() - started)
-    metrics.PASSES.labels(outcome).inc()
-    if reached:
-        metrics.LAST_SUCCESS.set(time.time())
-    return outcome
-
-
-def _elector(settings: AdapterSettings, on_change: Any) -> Any:
-    """The Lease campaign of the kserve target; None where there is nothing to elect (local target: its lock
-    file keeps a second adapter out; LEADER_ELECTION=false: one replica)."""
-    if settings.deploy_target != "kserve" or not settings.leader_election:
-        return None
-    from adapter.kube import KubeCluster, api_client
-    from adapter.leader import LeaderElector
-
-    # Its own client: a slow InferenceService call never holds up a renewal.
-    store = KubeCluster(
-        api_client(settings),
-        settings.k8s_name_space,
-        settings.field_manager,
-        # An attempt (a read and a write) ends well within the renew deadline.
-        min(settings.k8s_request_timeout_seconds, settings.leader_election_renew_deadline_seconds / 2),
-    )
-    return LeaderElector(
-        store,
-        settings.leader_election_lease_name,
-        settings.identity,
-        lease_duration=settings.leader_election_lease_duration_seconds,
-        renew_deadline=settings.leader_election_renew_deadline_seconds,
-        retry_period=settings.leader_election_retry_period_seconds,
-        on_change=on_change,
-    )
-
-
-# Longest wait between two rounds of the run loop: the liveness beat, the local supervisor's tick, and how soon
-# a replica that became leader starts its first pass.
-ROUND_SECONDS = 1.0
-
-
 def cmd_run(settings: AdapterSettings, _: argparse.Namespace) -> int:
-    """Poll every POLL_INTERVAL_SECONDS; between polls, MLflow webhooks wake a reconcile of one model.
-    With several replicas only the holder of the Lease reconciles (adapter.leader)."""
-    from adapter import metrics
-    from adapter.health import Probes
-    from adapter.webhooks import Trigger, WebhookReceiver
+    """Until SIGTERM/SIGINT: the run loop of `adapter.manager` (leader election, webhooks, the watch, the resync)."""
+    from adapter.manager import Manager
 
-    reconciler = build(settings)
-    stop = threading.Event()
-    trigger = Trigger()
-    in_pass = threading.Event()
-
-    def _leadership(leading: bool) -> None:
-        if not leading and in_pass.is_set():
-            # The Lease may go to another replica before this pass ends: no write of this one may follow.
-            log.error("Leadership lost during a pass; exiting so that no write of it follows")
-            logging.shutdown()
-            os._exit(1)
-
-    elector = _elector(settings, _leadership)
-    if elector is not None:
-        elector.tick()  # a Role without the Lease (403) ends here, with what to grant
-        elector.start()
-    else:
-        metrics.LEADER.set(1)
-
-    def leading() -> bool:
-        return elector is None or bool(elector.leading)
-
-    probes = Probes(
-        settings.health_stall_seconds,
-        leading=leading,
-        role_known=lambda: elector is None or elector.observed,
-        elector_alive=lambda: elector is None or elector.alive,
-    )
-
-    def _stop(signum: int, _frame: Any) -> None:
-        log.info("Stopping %s", kv(signal=signal.Signals(signum).name))
-        probes.stopping()
-        stop.set()
-        trigger.close()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    receiver = None
-    tick = getattr(reconciler.cluster, "tick", None)
-    try:
-        if settings.webhook_port:
-            secret: str | None = settings.mlflow_webhook_secret.get_secret_value() or None
-            if secret is None:
-                log.warning("MLFLOW_WEBHOOK_SECRET is not set: webhook deliveries are refused, polling only")
-
-            def leader_url() -> str:
-                return elector.holder_url if elector is not None and elector.holder != elector.identity else ""
-
-            receiver = WebhookReceiver(
-                settings.webhook_host,
-                settings.webhook_port,
-                secret,
-                trigger,
-                probes=probes,
-                leading=leading,
-                leader_url=leader_url,
-            )
-            port = receiver.start()
-            if elector is not None:
-                elector.advertise = settings.webhook_url(port)  # published with the next renewal
-            log.info(
-                "Webhook receiver listening %s",
-                kv(
-                    address=f"{settings.webhook_host}:{port}",
-                    path="/webhooks/mlflow",
-                    probes="/healthz,/readyz,/metrics",
-                ),
-            )
-        log.info(
-            "Started %s",
-            kv(
-                target=settings.deploy_target,
-                namespace=settings.k8s_name_space,
-                interval=f"{settings.poll_interval_seconds:g}s",
-                identity=settings.identity if elector is not None else None,
-                role=None if elector is None else ("leader" if elector.leading else "standby"),
-            ),
-        )
-        probes.started()
-        next_poll = 0.0
-        was_leading = False
-        while not stop.is_set():
-            probes.beat()
-            if tick is not None:
-                try:
-                    tick()
-                except Exception:  # e.g. a predictor that cannot be started: the next round tries again
-                    log.exception("Supervision round crashed; next round retries")
-            now_leading = leading()
-            if now_leading and not was_leading:
-                next_poll = 0.0  # a new leader converges at once
-            was_leading = now_leading
-            if now_leading and time.monotonic() >= next_poll:
-                _guarded_pass(reconciler, in_pass, leading)
-                next_poll = time.monotonic() + settings.poll_interval_seconds
-            wait = min(ROUND_SECONDS, max(0.0, next_poll - time.monotonic())) if now_leading else ROUND_SECONDS
-            names = trigger.wait(wait)
-            if names and not stop.is_set() and leading():
-                log.info("Webhook reconcile %s", kv(models=",".join(sorted(names))))
-                _guarded_pass(reconciler, in_pass, leading, names)
-    finally:
-        if elector is not None:
-            elector.stop()
-            elector.release()
-        if receiver is not None:
-            receiver.stop()
-        close = getattr(reconciler.cluster, "close", None)
-        if close is not None:
-            close()
-    log.info("Stopped")
-    return 0
-
-
-def _guarded_pass(reconciler: Any, in_pass: threading.Event, leading: Any, only: set[str] | None = None) -> None:
-    in_pass.set()
-    try:
-        if leading():  # checked with the flag up: a loss from now on ends the process
-            observed_pass(reconciler, only)
-    finally:
-        in_pass.clear()
+    return Manager.from_settings(settings, build(settings)).run_until_signal()
 
 
 def cmd_webhook(settings: AdapterSettings, args: argparse.Namespace) -> int:

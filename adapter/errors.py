@@ -20,6 +20,10 @@ class TransientError(AdapterError):
     """Worth retrying: 5xx, 429, 409 conflicts, timeouts, dropped connections, a server that is down."""
 
 
+class ExpiredError(TransientError):
+    """A watch's resource version is too old (410 Gone): list again, then watch from the list's version."""
+
+
 class PermanentError(AdapterError):
     """Not worth retrying until the input changes: 4xx other than 404/409/429, invalid registry data."""
 

@@ -1,28 +1,33 @@
-"""The adapter's only door to Kubernetes: InferenceServices (get, list owned, apply, delete), Events, and the
-coordination.k8s.io Lease of leader election (get, create, replace: `adapter.leader` decides what to write).
+"""The adapter's only door to Kubernetes: InferenceServices (get, list owned, apply, delete, and the watch on
+those it owns), Events, and the coordination.k8s.io Lease of leader election (get, create, replace:
+`adapter.leader` decides what to write).
 
 Uses the plain `kubernetes` client with dicts (the kserve SDK loses error codes and has no
 server-side apply). Maps `ApiException` and urllib3 errors to the adapter's own exceptions:
 404 -> NotFoundError; 409, 429, 5xx, timeouts and dropped connections -> TransientError; other
-4xx -> PermanentError with the API server's message. Every call is counted in `adapter.metrics` by kind
-(`get_inferenceservice`, `apply_inferenceservice`, `update_lease`, ...); failures other than 404 count as errors.
+4xx -> PermanentError with the API server's message; a watch's 410 Gone -> ExpiredError. Every call is
+counted in `adapter.metrics` by kind (`get_inferenceservice`, `apply_inferenceservice`, `watch_inferenceservices`,
+`update_lease`, ...); failures other than 404 count as errors.
+
+The watch is the client's own (`kubernetes.watch.Watch`, list then watch from the list's resourceVersion, with
+bookmarks); `adapter.watch` decides when to list again, restart or back off.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from adapter import metrics
-from adapter.errors import NotFoundError, PermanentError, TransientError
+from adapter.errors import ExpiredError, NotFoundError, PermanentError, TransientError
 from adapter.settings import AdapterSettings
 from adapter.types import MANAGED_BY, MANAGED_BY_LABEL
 
@@ -65,6 +70,57 @@ def _status_message(e: ApiException) -> str:
         return str(e.reason)
 
 
+def _kind(what: str) -> str:
+    return "_".join(what.split()[:2])  # `verb resource [name]` -> verb_resource: a small, fixed set
+
+
+def _mapped(what: str, e: ApiException) -> Exception:
+    """The adapter's error for an API server's answer (counted as an error unless it is a 404)."""
+    status = int(e.status or 0)
+    msg = f"Kubernetes {what}: {status} {_status_message(e)}"
+    if status == 404:
+        return NotFoundError(msg, status=404)
+    metrics.CALL_ERRORS.labels("kubernetes", _kind(what)).inc()
+    if status == 410:
+        return ExpiredError(msg, status=status)
+    if status in (408, 409, 429) or status >= 500 or status == 0:
+        return TransientError(msg, status=status)
+    return PermanentError(msg, status=status)
+
+
+class WatchStream:
+    """One watch request: iterate for `(type, object)` (ADDED, MODIFIED, DELETED, BOOKMARK); `close()` from
+    another thread ends it at once."""
+
+    what = "watch inferenceservices"
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._watch = watch.Watch()
+        self._fn, self._args, self._kwargs = fn, args, kwargs
+        self._closed = False
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        metrics.CALLS.labels("kubernetes", _kind(self.what)).inc()
+        try:
+            for event in self._watch.stream(self._fn, *self._args, **self._kwargs):
+                if isinstance(event, dict) and isinstance(event.get("raw_object"), dict):
+                    yield str(event["type"]), event["raw_object"]
+        except ApiException as e:
+            raise _mapped(self.what, e) from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            if self._closed:
+                return
+            metrics.CALL_ERRORS.labels("kubernetes", _kind(self.what)).inc()
+            stall = self._kwargs["_request_timeout"][1]
+            if isinstance(e, urllib3.exceptions.ReadTimeoutError) or "timed out" in str(e):
+                raise TransientError(f"Kubernetes {self.what}: no event or bookmark for {stall:g}s") from None
+            raise TransientError(f"Kubernetes {self.what}: connection lost ({type(e).__name__})") from None
+
+    def close(self) -> None:
+        self._closed = True
+        self._watch.stop()
+
+
 class KubeCluster:
     """InferenceServices in one namespace, as dicts."""
 
@@ -84,19 +140,12 @@ class KubeCluster:
         self._core = client.CoreV1Api(api)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        kind = "_".join(what.split()[:2])  # `verb resource [name]` -> verb_resource: a small, fixed set
+        kind = _kind(what)
         metrics.CALLS.labels("kubernetes", kind).inc()
         try:
             return fn(*args, _request_timeout=self.timeout, **kwargs)
         except ApiException as e:
-            status = int(e.status or 0)
-            msg = f"Kubernetes {what}: {status} {_status_message(e)}"
-            if status == 404:
-                raise NotFoundError(msg, status=404) from None
-            metrics.CALL_ERRORS.labels("kubernetes", kind).inc()
-            if status in (408, 409, 429) or status >= 500 or status == 0:
-                raise TransientError(msg, status=status) from None
-            raise PermanentError(msg, status=status) from None
+            raise _mapped(what, e) from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
             metrics.CALL_ERRORS.labels("kubernetes", kind).inc()
             raise TransientError(f"Kubernetes {what}: API server unreachable ({type(e).__name__})") from None
@@ -110,6 +159,9 @@ class KubeCluster:
         return self._list()
 
     def _list(self, **kw: str) -> list[dict[str, Any]]:
+        return self._list_versioned(**kw)[0]
+
+    def _list_versioned(self, **kw: str) -> tuple[list[dict[str, Any]], str]:
         res = self._call(
             "list inferenceservices",
             self._objects.list_namespaced_custom_object,
@@ -119,7 +171,29 @@ class KubeCluster:
             PLURAL,
             **kw,
         )
-        return list(res.get("items") or [])
+        return list(res.get("items") or []), str((res.get("metadata") or {}).get("resourceVersion") or "")
+
+    # ---- the watch on owned InferenceServices ----------------------------------------------------------
+    def list_owned_versioned(self) -> tuple[list[dict[str, Any]], str]:
+        """The owned InferenceServices and the list's resourceVersion, where a watch of them starts."""
+        return self._list_versioned(label_selector=f"{MANAGED_BY_LABEL}={self.managed_by}")
+
+    def watch_owned(self, resource_version: str, timeout_seconds: int, stall_seconds: float) -> WatchStream:
+        """The changes to owned InferenceServices after `resource_version`, with bookmarks, as `(type, object)`
+        pairs; the API server ends the stream after `timeout_seconds`. No byte for `stall_seconds` (bookmarks
+        included) ends it with a TransientError, as does a dropped connection; 410 Gone is an ExpiredError."""
+        return WatchStream(
+            self._objects.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            label_selector=f"{MANAGED_BY_LABEL}={self.managed_by}",
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _request_timeout=(self.timeout[0], stall_seconds),
+        )
 
     def get(self, name: str) -> dict[str, Any] | None:
         try:

@@ -5,11 +5,13 @@ Three parts, each with one job:
   atomically), and the lock file that keeps two adapters from managing one state dir;
 - `Supervisor`: the predictor processes (`logs/<name>.log` each). It starts and stops them, and its `tick()`,
   called by the `run` loop (and once by `sync`), records a predictor that exited and restarts it with backoff,
-  and adopts predictors a restarted adapter finds still running;
+  and adopts predictors a restarted adapter finds still running. A thread per predictor it starts follows it
+  and tells (`notify`) as soon as it answers ready and as soon as it exits;
 - `LocalCluster`: the thin facade that speaks the `Cluster` protocol of `kube.KubeCluster`, so the reconcile
   core is unchanged. Reads (`get`, `list_owned`) only look: a KServe-shaped status from the state, the
   process and its `/v2/health/ready`; they never start, stop or restart anything. `apply` and `delete` are
-  the writes: they replace or stop the process.
+  the writes: they replace or stop the process. `events` is its change source for the run loop
+  (`adapter.manager`): the supervisor's news, as the watch on InferenceServices is on the kserve target.
 
 A service keeps its port across versions, so `deployment.url` is stable; a new version replaces the process
 (unlike KServe, the previous version stops serving while the new one starts). A predictor that exited is
@@ -34,6 +36,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -42,13 +45,14 @@ from adapter.errors import PermanentError
 from adapter.log import kv
 from adapter.render import CONTAINER
 from adapter.settings import AdapterSettings
-from adapter.types import MANAGED_BY, MANAGED_BY_LABEL
+from adapter.types import ANN_MODEL_NAME, MANAGED_BY, MANAGED_BY_LABEL
 
 log = logging.getLogger("adapter.local")
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 PERMANENT_EXIT = 2
 """The predictor's exit code for a model it cannot serve: not restarted until the service changes."""
 LOG_TAIL_LINES = 12
+READY_POLL_SECONDS = 0.1  # how often a starting predictor's /v2/health/ready is asked
 
 
 def _free_port() -> int:
@@ -172,6 +176,27 @@ class Supervisor:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._restarts: dict[str, tuple[int, float]] = {}  # name -> (failures, not before)
         self._lock = threading.RLock()
+        self._stopping: set[int] = set()  # pids being stopped on purpose: their exit is no news
+        self.notify: Callable[[str], None] | None = None  # told the service name when a predictor is ready or exits
+
+    def _tell(self, name: str) -> None:
+        notify = self.notify
+        if notify is not None:
+            try:
+                notify(name)
+            except Exception:  # the run loop's business; never the supervisor's end
+                log.exception("Predictor news not delivered %s", kv(isvc=f"local/{name}"))
+
+    def _follow(self, proc: subprocess.Popen[bytes], name: str, port: int) -> None:
+        """Tell when `proc` first answers ready, then when it exits (unless it was stopped on purpose)."""
+        while proc.poll() is None:
+            if _ready(port):
+                self._tell(name)
+                proc.wait()
+                break
+            time.sleep(READY_POLL_SECONDS)
+        if proc.pid not in self._stopping:
+            self._tell(name)
 
     def start(self, state: dict[str, Any]) -> None:
         """Start the predictor of `state` (sets `pid`, `startedAt`); the caller saves the state."""
@@ -196,6 +221,9 @@ class Supervisor:
                 start_new_session=True,
             )
             self._children[proc.pid] = proc
+        threading.Thread(
+            target=self._follow, args=(proc, name, int(state["port"])), name=f"follow-{name}", daemon=True
+        ).start()
         state["pid"] = proc.pid
         state["startedAt"] = datetime.now(UTC).isoformat()
         state.pop("exitCode", None)
@@ -209,6 +237,13 @@ class Supervisor:
             with self._lock:
                 self._children.pop(pid, None)
             return
+        self._stopping.add(pid)
+        try:
+            self._stop(pid, timeout)
+        finally:
+            self._stopping.discard(pid)
+
+    def _stop(self, pid: int, timeout: float) -> None:
         try:
             os.killpg(pid, signal.SIGTERM)  # predictors lead their own session: workers go too
         except (ProcessLookupError, PermissionError):
@@ -267,6 +302,7 @@ class Supervisor:
             state["pid"] = 0
             self.store.save(state)
             log.warning("Predictor exited %s", kv(isvc=f"local/{name}", exit_code=state["exitCode"]))
+            self._tell(name)
         if state.get("exitCode") == PERMANENT_EXIT:
             return  # the model cannot be served: failed until the service changes
         failures, not_before = self._restarts.get(name, (0, 0.0))
@@ -288,6 +324,26 @@ class Supervisor:
                     self.store.save(state)
 
 
+class SupervisorEvents:
+    """The local target's change source: the supervisor's news about a predictor, as the model to reconcile."""
+
+    def __init__(self, store: StateStore, supervisor: Supervisor) -> None:
+        self.store, self.supervisor = store, supervisor
+
+    def start(self, changed: Callable[[str], None], resync: Callable[[], None]) -> None:
+        def tell(name: str) -> None:
+            state = self.store.load(name)
+            model = str(((state or {}).get("metadata") or {}).get("annotations", {}).get(ANN_MODEL_NAME) or "")
+            if model:
+                changed(model)
+
+        self.supervisor.notify = tell
+        resync()  # nothing to list: the state is on disk, and the first full pass reads it
+
+    def stop(self) -> None:
+        self.supervisor.notify = None
+
+
 class LocalCluster:
     """InferenceServices as local predictor processes: the `Cluster` facade over the store and the supervisor."""
 
@@ -298,6 +354,7 @@ class LocalCluster:
         self.store = StateStore(settings.service_builder_state_dir.resolve())
         self.root = self.store.root
         self.supervisor = Supervisor(self.store, python, settings.local_predictor_env())
+        self.events = SupervisorEvents(self.store, self.supervisor)
         if manage:
             self.store.lock()
 

@@ -46,7 +46,8 @@ CALL_ERRORS = Counter(
 )
 WEBHOOKS = Counter(
     "service_builder_webhook_deliveries",
-    "MLflow webhook deliveries by result (queued, ignored, not-leader, rejected, malformed).",
+    "MLflow webhook deliveries by result (queued, ignored, not-leader, rejected, malformed; busy: a connection"
+    " refused because MAX_CONNECTIONS were being served).",
     ["result"],
     registry=REGISTRY,
 )
@@ -58,5 +59,18 @@ LAST_SUCCESS = Gauge(
 LEADER = Gauge(
     "service_builder_leader",
     "1 while this replica may reconcile (it holds the leader Lease, or runs without leader election), else 0.",
+    registry=REGISTRY,
+)
+WATCH_EVENTS = Counter(
+    "service_builder_watch_events",
+    "Events of the watch on owned InferenceServices by type (added, modified, deleted, bookmark).",
+    ["type"],
+    registry=REGISTRY,
+)
+WATCH_RESTARTS = Counter(
+    "service_builder_watch_restarts",
+    "Watches of owned InferenceServices that ended, by reason: ended (the API server's timeout), expired"
+    " (410 Gone: listed again), stalled (no event or bookmark for WATCH_STALL_SECONDS), error (backed off).",
+    ["reason"],
     registry=REGISTRY,
 )

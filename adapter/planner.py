@@ -89,6 +89,7 @@ class ModelPlan:
     message: str = ""
     tags: tuple[TagWrite, ...] = ()
     fingerprint: str = ""  # of the desired manifest; what a permanent refusal is remembered by
+    requeue_after: float | None = None  # seconds until the outcome changes with no event (a rollout's deadline)
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,20 @@ def plan_model(world: World, name: str) -> ModelPlan:
         message=rollout.message,
         tags=tags,
         fingerprint=fp,
+        requeue_after=deadline_in(world, rollout, started),
     )
+
+
+# Past the deadline by this much when the requeue comes: `interpret` fails a rollout strictly after it.
+DEADLINE_MARGIN = 0.05
+
+
+def deadline_in(world: World, rollout: Rollout, started: datetime | None) -> float | None:
+    """Seconds until a rollout still deploying reaches ROLLOUT_DEADLINE_SECONDS (None: nothing to wait for)."""
+    if rollout.state != Status.DEPLOYING or started is None:
+        return None
+    elapsed = (world.now - started).total_seconds()
+    return max(0.0, world.settings.rollout_deadline_seconds - elapsed) + DEADLINE_MARGIN
 
 
 def refused(world: World, p: ModelPlan, message: str) -> tuple[TagWrite, ...]:

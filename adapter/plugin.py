@@ -5,8 +5,10 @@
 pyproject.toml), for data scientists who want an endpoint of their own without the registry's production marker.
 No second engine: each `-C` key is the `serving.*` tag of the same name, validated by `overrides.resolve_layers`
 (same rules, same caps); the manifest is `render.render`'s, on the image `planner.image_from_files` chooses from the
-version's MLmodel and requirements.txt (`registry.MlflowRegistry`); it goes out by server-side apply
-(`kube.KubeCluster`) with `bookkeeping.stamp`'s annotations, and its status is `rollout.interpret`'s reading.
+version's MLmodel and requirements.txt (`registry.MlflowRegistry`); it goes out through the reconciler's own
+effects (`reconcile.Effects`: the one server-side apply, retried by the one retry policy, `reconcile.retrying`,
+which the plugin's reads use too) with `bookkeeping.stamp`'s annotations, and its status is
+`rollout.interpret`'s reading.
 Deployments carry their own `app.kubernetes.io/managed-by` and field manager (`service-builder-plugin`);
 `ownership.refusal` keeps the plugin and the registry adapter off each other's services.
 
@@ -43,7 +45,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 from pydantic import ValidationError
 
-from adapter import bookkeeping, images, local, naming, overrides, ownership, planner
+from adapter import bookkeeping, images, local, naming, overrides, ownership, planner, reconcile
 from adapter.errors import AdapterError, NotFoundError, TransientError
 from adapter.render import render
 from adapter.rollout import interpret, traffic
@@ -66,7 +68,6 @@ ANN_CONFIG = "mlflow.org/deployment-config"  # the -C settings in force (JSON), 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_PORT = 8080
 POLL_SECONDS = 1.0
-RETRY_DELAYS = (0.5, 1.0, 2.0)
 WAIT_KEY = {"timeout": f"seconds create and update wait until ready (default {DEFAULT_TIMEOUT:g}; 0: do not wait)"}
 LOCAL_KEY = {"port": f"run-local only: port of the predictor on 127.0.0.1 (default {DEFAULT_PORT})"}
 _SCORING_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -121,19 +122,21 @@ def _number(own: Mapping[str, str], key: str, default: float, top: float) -> flo
     return value
 
 
+def _mapped(fn: Callable[[], T]) -> T:
+    """`fn()`, its adapter errors worded for MLflow's CLI."""
+    try:
+        return fn()
+    except TransientError as e:
+        raise PluginError(e.message, TEMPORARILY_UNAVAILABLE) from None
+    except NotFoundError as e:
+        raise PluginError(e.message, RESOURCE_DOES_NOT_EXIST) from None
+    except AdapterError as e:
+        raise PluginError(e.message, INVALID_PARAMETER_VALUE) from None
+
+
 def _retrying(fn: Callable[[], T]) -> T:
-    for delay in (*RETRY_DELAYS, None):
-        try:
-            return fn()
-        except TransientError as e:
-            if delay is None:
-                raise PluginError(e.message, TEMPORARILY_UNAVAILABLE) from None
-            time.sleep(delay)
-        except NotFoundError as e:
-            raise PluginError(e.message, RESOURCE_DOES_NOT_EXIST) from None
-        except AdapterError as e:
-            raise PluginError(e.message, INVALID_PARAMETER_VALUE) from None
-    raise AssertionError("unreachable")
+    """`fn()` under the reconciler's retry policy (`reconcile.retrying`), its errors worded for MLflow's CLI."""
+    return _mapped(lambda: reconcile.retrying(fn))
 
 
 class KServeDeploymentClient(BaseDeploymentClient):
@@ -145,6 +148,11 @@ class KServeDeploymentClient(BaseDeploymentClient):
         self.namespace = self.settings.k8s_name_space
         self._cluster: Any = None
         self._registry: Any = None
+
+    @property
+    def effects(self) -> reconcile.Effects:
+        """The cluster writes, as the reconciler performs them."""
+        return reconcile.Effects(self.cluster)
 
     @property
     def cluster(self) -> Any:
@@ -296,7 +304,7 @@ class KServeDeploymentClient(BaseDeploymentClient):
         timeout = _number(own, "timeout", DEFAULT_TIMEOUT, 7 * 86400)
         if observed is None or bookkeeping.changed(doc, observed, PLUGIN_FIELD_MANAGER):
             manifest = bookkeeping.stamp(doc, observed, datetime.now(UTC))
-            _retrying(lambda: self.cluster.apply(manifest))
+            _mapped(lambda: self.effects.apply(manifest))
             action = "updated" if observed is not None else "created"
         else:
             action = "unchanged"
@@ -351,7 +359,7 @@ class KServeDeploymentClient(BaseDeploymentClient):
 
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None, endpoint: str | None = None) -> None:
         self._existing(name, mine=True)
-        _retrying(lambda: self.cluster.delete(name))
+        _mapped(lambda: self.effects.delete(name))
         _progress(f"{self.namespace}/{name}: deleted")
 
     def predict(

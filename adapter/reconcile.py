@@ -7,7 +7,12 @@ version's `deployment.status` last, so a reader who sees `ready` also sees the e
 concurrently, and so are the tags of one write but its status (both bounded by WRITEBACK_CONCURRENCY); one
 model's failure never stops the others. Transient errors are retried in the pass, then backed off per model;
 a permanent refusal is reported as `failed` and not retried until the desired manifest changes.
-Level-triggered and idempotent: a second pass changes nothing.
+Level-triggered and idempotent: a second pass changes nothing. `run_pass(only=...)` reconciles a few models (a
+webhook, a watch event, a requeue) the same way, reading just their InferenceServices; each outcome says when to
+look again without an event (`requeue_after`: a rollout's deadline, a transient failure's backoff).
+
+`Effects` is the one place that writes to the cluster (server-side apply, delete) and `retrying` the one retry
+policy; the `mlflow deployments` plugin (`plugin.py`) uses both too.
 
 Imports no MLflow or Kubernetes client: it talks to a `Registry` and a `Cluster` (the wrappers in
 `registry.py` and `kube.py`, or fakes in unit tests).
@@ -25,7 +30,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from adapter import metrics, planner
+from adapter import metrics, naming, planner
 from adapter.errors import AdapterError, NotFoundError, PermanentError, TransientError
 from adapter.log import kv
 from adapter.planner import ModelPlan, TagWrite
@@ -53,6 +58,7 @@ class Cluster(Protocol):
     namespace: str
 
     def list_all(self) -> list[dict[str, Any]]: ...
+    def get(self, name: str) -> dict[str, Any] | None: ...
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
     def delete(self, name: str) -> bool: ...
     def event(self, isvc: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None: ...
@@ -69,6 +75,7 @@ class Outcome:
     status: Status | None = None
     message: str = ""
     tag_writes: int = 0
+    requeue_after: float | None = None  # reconcile again in this many seconds, event or not
 
 
 @dataclass
@@ -84,6 +91,61 @@ class PassResult:
     def failed(self) -> list[Outcome]:
         """Models in error after this pass: an effect refused or failing, or a failed deployment."""
         return [o for o in self.outcomes if o.action == Action.ERROR or o.status == Status.FAILED]
+
+
+def retrying(
+    fn: Callable[[], T],
+    *,
+    delays: Iterable[float] = RETRY_DELAYS,
+    sleep: Callable[[float], None] = time.sleep,
+    counter: Any = None,
+) -> T:
+    """`fn()`, retried on transient errors after each of `delays`; the last error is raised. `counter` (a
+    Prometheus counter with a `result` label) counts the outcome: ok or error."""
+    for delay in (*delays, None):
+        try:
+            value = fn()
+        except TransientError:
+            if delay is None:
+                if counter is not None:
+                    counter.labels(result="error").inc()
+                raise
+            sleep(delay)
+            continue
+        except AdapterError:
+            if counter is not None:
+                counter.labels(result="error").inc()
+            raise
+        if counter is not None:
+            counter.labels(result="ok").inc()
+        return value
+    raise AssertionError("unreachable")
+
+
+class Effects:
+    """The writes to the cluster, each retried (`retrying`) and counted: a server-side apply, a delete."""
+
+    def __init__(
+        self,
+        cluster: Any,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        retry_delays: Iterable[float] = RETRY_DELAYS,
+    ) -> None:
+        self.cluster = cluster
+        self.sleep = sleep
+        self.retry_delays = tuple(retry_delays)
+
+    def retrying(self, fn: Callable[[], T], counter: Any = None) -> T:
+        return retrying(fn, delays=self.retry_delays, sleep=self.sleep, counter=counter)
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply `manifest` (creates it when missing); the object as stored."""
+        return self.retrying(lambda: self.cluster.apply(manifest), counter=metrics.APPLIES)
+
+    def delete(self, name: str) -> bool:
+        """Delete the InferenceService `name`; False when it was gone already."""
+        return self.retrying(lambda: self.cluster.delete(name), counter=metrics.DELETES)
 
 
 class Reconciler:
@@ -107,7 +169,7 @@ class Reconciler:
         self.now = now
         self.monotonic = monotonic
         self.sleep = sleep
-        self.retry_delays = tuple(retry_delays)
+        self.effects = Effects(cluster, sleep=sleep, retry_delays=retry_delays)
         self.backoff_delays = tuple(backoff)
         self._backoff: dict[str, tuple[int, float]] = {}  # model -> (failures, not before)
         self._terminal: dict[str, str] = {}  # model -> fingerprint refused permanently
@@ -116,9 +178,10 @@ class Reconciler:
     # ---- one pass -------------------------------------------------------------------------
     def run_pass(self, only: Iterable[str] | None = None) -> PassResult:
         """Reconcile every model (or just `only`); never raises for a model's or a server's failure."""
+        only = None if only is None else sorted(set(only))
         try:
             snap = self.registry.snapshot()
-            observed = {str(o["metadata"]["name"]): o for o in self.cluster.list_all()}
+            observed = self._observe(only)
         except AdapterError as e:
             log.warning("Pass skipped: %s; next pass retries", e.message)
             return PassResult(ok=False, error=e.message)
@@ -138,6 +201,19 @@ class Reconciler:
             self._count(result)
         return result
 
+    def _observe(self, only: list[str] | None) -> dict[str, dict[str, Any]]:
+        """The InferenceServices a pass reads: every one in the namespace (one list), or those of `only`'s models
+        (one get each: fresh, even just after this adapter's own apply)."""
+        if only is None:
+            return {str(o["metadata"]["name"]): o for o in self.cluster.list_all()}
+        observed = {}
+        for model in only:
+            name = naming.isvc_name(model)
+            obj = self._retrying(partial(self.cluster.get, name))
+            if obj is not None:
+                observed[name] = obj
+        return observed
+
     def _fetch_selected(self, snap: Snapshot) -> tuple[set[tuple[str, str]], dict[str, Outcome]]:
         """Selected versions the snapshot lacks, fetched into it: (those that do not exist, models not reachable)."""
         missing: set[tuple[str, str]] = set()
@@ -148,7 +224,7 @@ class Reconciler:
             except NotFoundError:
                 missing.add((name, version))
             except AdapterError as e:
-                unreachable[name] = Outcome(name, version, action=Action.ERROR, message=e.message)
+                unreachable[name] = self._failed(name, version, "", e)
         return missing, unreachable
 
     def _fetch_files(
@@ -162,7 +238,7 @@ class Reconciler:
             except PermanentError as e:
                 files[(v.name, v.version)] = e.message
             except AdapterError as e:
-                unreachable[v.name] = Outcome(v.name, v.version, action=Action.ERROR, message=e.message)
+                unreachable[v.name] = self._failed(v.name, v.version, "", e)
         return files
 
     def _count(self, result: PassResult) -> None:
@@ -174,18 +250,25 @@ class Reconciler:
             metrics.MODELS.labels(status=status).set(n)
 
     # ---- one model ------------------------------------------------------------------------
+    def _failed(self, model: str, version: str, isvc: str, e: AdapterError) -> Outcome:
+        """The outcome of a transient failure: backed off per model (BACKOFF), requeued when the backoff ends."""
+        with self._lock:
+            failures, _ = self._backoff.get(model, (0, 0.0))
+            delay = self.backoff_delays[min(failures, len(self.backoff_delays) - 1)]
+            self._backoff[model] = (failures + 1, self.monotonic() + delay)
+        log.warning("Reconcile will be retried %s", kv(model=model, retry_in=f"{delay:g}s", error=e.message))
+        return Outcome(model, version, isvc, Action.ERROR, message=e.message, requeue_after=delay)
+
     def _guarded(self, world: planner.World, p: ModelPlan, tags: ThreadPoolExecutor) -> Outcome:
-        failures, not_before = self._backoff.get(p.model, (0, 0.0))
+        _, not_before = self._backoff.get(p.model, (0, 0.0))
         if self.monotonic() < not_before:
-            return Outcome(p.model, p.version, p.isvc, Action.SKIPPED, message="backing off after transient errors")
+            wait = not_before - self.monotonic()
+            message = "backing off after transient errors"
+            return Outcome(p.model, p.version, p.isvc, Action.SKIPPED, message=message, requeue_after=wait)
         try:
             outcome = self._execute(world, p, tags)
         except TransientError as e:
-            delay = self.backoff_delays[min(failures, len(self.backoff_delays) - 1)]
-            with self._lock:
-                self._backoff[p.model] = (failures + 1, self.monotonic() + delay)
-            log.warning("Reconcile will be retried %s", kv(model=p.model, retry_in=f"{delay:g}s", error=e.message))
-            return Outcome(p.model, p.version, p.isvc, Action.ERROR, message=e.message)
+            return self._failed(p.model, p.version, p.isvc, e)
         except AdapterError as e:  # a permanent refusal of a tag write (the effect's is handled in _execute)
             log.error("Write-back refused %s", kv(model=p.model, error=e.message))
             return Outcome(p.model, p.version, p.isvc, Action.ERROR, message=e.message)
@@ -197,16 +280,16 @@ class Reconciler:
         return outcome
 
     def _execute(self, world: planner.World, p: ModelPlan, tags: ThreadPoolExecutor) -> Outcome:
-        out = Outcome(p.model, p.version, p.isvc, p.action, p.status, p.message)
+        out = Outcome(p.model, p.version, p.isvc, p.action, p.status, p.message, requeue_after=p.requeue_after)
         fields = {"model": p.model, "version": p.version, "isvc": p.isvc}
         try:
             if p.apply is not None:
-                applied = self._retrying(lambda: self.cluster.apply(p.apply or {}), counter=metrics.APPLIES)
+                applied = self.effects.apply(p.apply)
                 verb = p.action.value.capitalize()
                 log.info("%s InferenceService %s", verb, kv(**fields, action=p.action))
                 self.cluster.event(applied, verb, f"MLflow model version {p.version} applied")
             elif p.delete:
-                self._retrying(lambda: self.cluster.delete(p.delete), counter=metrics.DELETES)
+                self.effects.delete(p.delete)
                 log.info("Deleted InferenceService %s", kv(**fields, action=Action.DELETED))
             elif p.status not in (Status.RETIRED, None) and p.action == Action.UNCHANGED:
                 log.info("InferenceService unchanged %s", kv(**fields, action=Action.UNCHANGED))
@@ -215,7 +298,7 @@ class Reconciler:
                 with self._lock:
                     self._terminal[p.model] = p.fingerprint
             log.error("Cannot deploy %s", kv(**fields, error=e.message))
-            out = replace(out, action=Action.ERROR, status=Status.FAILED, message=e.message)
+            out = replace(out, action=Action.ERROR, status=Status.FAILED, message=e.message, requeue_after=None)
             out.tag_writes = self._write(planner.refused(world, p, e.message), fields, tags)
             return out
         if p.apply is not None:
@@ -259,22 +342,4 @@ class Reconciler:
                 raise error
 
     def _retrying(self, fn: Callable[[], T], counter: Any = None) -> T:
-        """`fn()`, retried on transient errors after each of RETRY_DELAYS; the last error is raised."""
-        for delay in (*self.retry_delays, None):
-            try:
-                value = fn()
-            except TransientError:
-                if delay is None:
-                    if counter is not None:
-                        counter.labels(result="error").inc()
-                    raise
-                self.sleep(delay)
-                continue
-            except AdapterError:
-                if counter is not None:
-                    counter.labels(result="error").inc()
-                raise
-            if counter is not None:
-                counter.labels(result="ok").inc()
-            return value
-        raise AssertionError("unreachable")
+        return self.effects.retrying(fn, counter=counter)

@@ -48,7 +48,11 @@ class AdapterSettings(BaseSettings):
         description="The image catalog, JSON: [{image, covers: base|pytorch} or {image, flavors, libraries}], first"
         " match wins (adapter/images.py); empty: PREDICTOR_IMAGE (base) and its -pytorch variant.",
     )
-    poll_interval_seconds: float = Field(30.0, gt=0, description="Seconds between passes of `run`.")
+    poll_interval_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between full passes of `run` (the resync: webhooks and the watch act in between).",
+    )
     deploy_target: Literal["kserve", "local"] = Field("kserve", description="Where models are served.")
     deploy_alias: str = Field("production", description="Alias that marks the version to serve.")
     deploy_tag: str = Field("stage=production", description="Version tag `key=value` that marks it.")
@@ -194,6 +198,13 @@ class AdapterSettings(BaseSettings):
     mlflow_webhook_secret: SecretStr = Field(SecretStr(""), description="HMAC secret of MLflow webhooks.")
     health_stall_seconds: float = Field(
         300.0, gt=0, description="`/healthz` fails when the run loop has not come round for this long."
+    )
+    watch_stall_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="`run`: a watch of the owned InferenceServices that brings no event and no bookmark for this long"
+        " is restarted; the API server is asked to end each watch sooner (after half to nine tenths of it, with a"
+        " bookmark), so only a stalled one ever waits that long.",
     )
     # Leader election (`run` with DEPLOY_TARGET=kserve): only the holder of the Lease reconciles.
     leader_election: bool = Field(True, description="Elect one leader among replicas with a Lease; false: always lead.")

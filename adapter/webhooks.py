@@ -3,11 +3,17 @@
 `WebhookReceiver` is the HTTP server of `run`, a stdlib server in a background thread: `POST /webhooks/mlflow`,
 and the probes and metrics `GET /healthz`, `/readyz` (`adapter.health.Probes`) and `/metrics` (Prometheus text,
 `adapter.metrics`). It runs without a webhook secret too; deliveries are then refused. A delivery is checked
-(`verify_signature`, `ReplayGuard`), parsed, answered at once, and turned into `Trigger.request(model_name)`;
-the `run` loop (adapter.cli) waits on the `Trigger` between polls and reconciles the names it gets. A replica
+(`verify_signature`, `ReplayGuard`), parsed, answered at once, and turned into `WorkQueue.request(model_name)`;
+the run loop (adapter.manager) takes the names from that queue and reconciles them. A replica
 that is not the leader answers 202 `not-leader` and wakes nothing. Polling stays the safety net: MLflow
 sends nothing for stages, deletions or registered-model tags, and never redelivers after a 2xx.
 Every delivery is counted in `service_builder_webhook_deliveries` by its answer's `status`.
+
+Bounded like any server facing a network: a delivery's body over MAX_BODY_BYTES is refused (413) before it is
+read, one without Content-Length (chunked) gets 411; a request whose line, headers and body have not all arrived
+within REQUEST_TIMEOUT_SECONDS is cut (a slow client, a byte a second, cannot hold a thread), as is a connection
+idle that long; at most MAX_CONNECTIONS connections are served at once, others get 503 at once. None of these
+changes anything: nothing is queued until a whole, verified delivery is in.
 
 Imports neither mlflow nor kubernetes; `adapter.registry_webhooks` registers the webhook in MLflow.
 """
@@ -21,6 +27,7 @@ import heapq
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.error
@@ -35,6 +42,7 @@ from adapter import metrics
 from adapter.health import Probes
 from adapter.log import kv
 from adapter.types import OWN_TAG_KEYS
+from adapter.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +55,9 @@ TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 SIGNATURE_HEADER = "X-MLflow-Signature"
 SIGNATURE_VERSION = "v1"
 MAX_AGE_SECONDS = 300.0
-MAX_BODY_BYTES = 1 << 20
+MAX_BODY_BYTES = 1 << 20  # MLflow's deliveries are a few hundred bytes
+REQUEST_TIMEOUT_SECONDS = 10.0  # a kubelet probe or an MLflow delivery sends its request in milliseconds
+MAX_CONNECTIONS = 64
 
 # The registry events that can change which version of a model should be served.
 EVENTS: tuple[str, ...] = (
@@ -155,67 +165,6 @@ class ReplayGuard:
         return len(self._expiry)
 
 
-class Trigger:
-    """Pending model names for the reconcile loop: many requests, few wake-ups.
-
-    A model requested for the first time is due `settle` seconds later, so events that come
-    together (an alias and a tag set by one script) make one reconcile. A model is returned at
-    most once per `cooldown` seconds: requests in between are held (never dropped) and answered
-    by one more reconcile when the cooldown ends. A burst of 50 events for one model over T
-    seconds thus wakes the loop about 1 + T / cooldown times, whatever its rate. Other models are
-    not held back by one model's cooldown.
-    """
-
-    def __init__(self, settle: float = 0.1, cooldown: float = 2.0) -> None:
-        self._settle = settle
-        self._cooldown = cooldown
-        self._cond = threading.Condition()
-        self._due: dict[str, float] = {}  # pending name -> monotonic time it may be returned
-        self._fired: dict[str, float] = {}  # name -> when `wait` last returned it
-        self._closed = False
-
-    def request(self, model_name: str) -> None:
-        with self._cond:
-            if model_name in self._due:
-                return  # already pending: the reconcile it gets will read the latest state
-            after_cooldown = self._fired.get(model_name, -self._cooldown) + self._cooldown
-            self._due[model_name] = max(time.monotonic() + self._settle, after_cooldown)
-            self._cond.notify_all()
-
-    def wait(self, timeout: float) -> set[str]:
-        """The names now due (at least one); an empty set after `timeout` seconds or on close."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                ready = {name for name, due in self._due.items() if due <= now}
-                if ready:
-                    for name in ready:
-                        del self._due[name]
-                    self._fired = {n: t for n, t in self._fired.items() if t > now - self._cooldown}
-                    self._fired.update(dict.fromkeys(ready, now))
-                    return ready
-                if now >= deadline:
-                    break
-                self._cond.wait(min([deadline, *self._due.values()]) - now)
-            return set()
-
-    @property
-    def pending(self) -> set[str]:
-        with self._cond:
-            return set(self._due)
-
-    def close(self) -> None:
-        """Wake every waiter; later waits return at once."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-
 def _safe(value: object, limit: int = 80) -> str:
     """A value fit for one log line: printable, bounded, no spaces to split on."""
     text = "".join(c if c.isprintable() and not c.isspace() else "?" for c in str(value))
@@ -230,12 +179,14 @@ class WebhookReceiver:
         host: str,
         port: int,
         secret: str | bytes | None,
-        trigger: Trigger,
+        trigger: WorkQueue,
         ignored_tag_keys: Collection[str] = OWN_TAG_KEYS,
         ignored_tag_prefixes: tuple[str, ...] = ("deployment.",),
         clock: Callable[[], float] = time.time,
         max_age: float = MAX_AGE_SECONDS,
         max_body: int = MAX_BODY_BYTES,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
         probes: Probes | None = None,
         leading: Callable[[], bool] = lambda: True,
         leader_url: Callable[[], str] = lambda: "",
@@ -258,6 +209,8 @@ class WebhookReceiver:
         self._clock = clock
         self._max_age = max_age
         self._max_body = max_body
+        self._request_timeout = request_timeout
+        self._max_connections = max_connections
         self._replays = ReplayGuard(max_age)
         self._stats_lock = threading.Lock()
         self.stats = {"queued": 0, "ignored": 0, "not-leader": 0, "forwarded": 0, "rejected": 0, "malformed": 0}
@@ -269,10 +222,9 @@ class WebhookReceiver:
     def start(self) -> int:
         """Listen and serve in a background thread; returns the bound port (useful with port 0)."""
         try:
-            server = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
+            server = _Server((self.host, self.port), _handler_for(self), self._max_connections)
         except OSError as e:
             raise OSError(f"webhook receiver cannot listen on {self.host}:{self.port}: {e.strerror}") from e
-        server.daemon_threads = True
         self._server = server
         self.port = int(server.server_address[1])
         self._thread = threading.Thread(
@@ -294,15 +246,19 @@ class WebhookReceiver:
 
     # One delivery ----------------------------------------------------------------------------
 
+    def count(self, result: str) -> None:
+        """One more delivery with this result, in `stats` (shown by /healthz) and the metrics."""
+        with self._stats_lock:
+            self.stats[result] += 1
+        metrics.WEBHOOKS.labels(result).inc()
+
     def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """Check, parse and route one delivery; returns (HTTP status, JSON answer). Never raises."""
         started = time.perf_counter()
         delivery_id = headers.get(DELIVERY_ID_HEADER.lower(), "")
         fields: dict[str, object] = {"delivery": delivery_id}
         status, answer = self._route(headers, body, fields)
-        with self._stats_lock:
-            self.stats[str(answer["status"])] += 1
-        metrics.WEBHOOKS.labels(str(answer["status"])).inc()
+        self.count(str(answer["status"]))
         fields.update(outcome=answer["status"], http=status, ms=f"{(time.perf_counter() - started) * 1e3:.1f}")
         if "reason" in answer:
             fields["reason"] = answer["reason"]
@@ -346,7 +302,7 @@ class WebhookReceiver:
             if target and _forward(target, headers, body):
                 return 202, {"status": "forwarded", "model": name, "to": target}
             return 202, {"status": "not-leader", "reason": "this replica is on standby; the leader's poll converges"}
-        self.trigger.request(name)
+        self.trigger.request(name, reason="webhook")
         return 202, {"status": "queued", "model": name}
 
 
@@ -391,14 +347,79 @@ def _parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
     return f"{entity}.{action}", name, data
 
 
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most `limit` at once: one more is answered 503 and closed without a thread."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], limit: int) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            metrics.WEBHOOKS.labels("busy").inc()
+            try:
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def _handler_for(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "service-builder-webhooks"
         sys_version = ""
-        timeout = 30
+        timeout = receiver._request_timeout  # an idle connection, or a read that brings nothing, ends after this
+
+        def handle_one_request(self) -> None:
+            """One request, which must have arrived whole (line, headers, body) within the request timeout: a
+            timer shuts the socket if it has not; `_arrived` stops it once the request is read."""
+            self._lock = threading.Lock()
+            self._done = self._was_cut = False
+            timer = threading.Timer(receiver._request_timeout, self._cut)
+            timer.daemon = True
+            timer.start()
+            try:
+                super().handle_one_request()
+            finally:
+                timer.cancel()
+
+        def _cut(self) -> None:
+            with self._lock:
+                if self._done:
+                    return
+                self._was_cut = True
+            log.debug("webhook http: a request not in after %ss: connection cut", receiver._request_timeout)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def _arrived(self) -> bool:
+            """The request is read (or will not be): no cut from now on. False if it was cut already."""
+            with self._lock:
+                self._done = True
+                return not self._was_cut
 
         def do_GET(self) -> None:
+            if not self._arrived():
+                return
+            if self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers:
+                self.close_connection = True  # a body nobody reads: never taken for the next request
             if self.path == HEALTH_PATH:
                 live, answer = receiver.probes.liveness()
                 with receiver._stats_lock:
@@ -416,26 +437,39 @@ def _handler_for(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             if self.path != PATH:
-                self._send(404, {"status": "error", "reason": "not found"})
+                if self._arrived():
+                    self._send(404, {"status": "error", "reason": "not found"}, close=True)
                 return
             length_header = self.headers.get("Content-Length")
             if length_header is None or not length_header.isdigit():
-                metrics.WEBHOOKS.labels("malformed").inc()
+                if not self._arrived():
+                    return
+                receiver.count("malformed")
                 self._send(411, {"status": "error", "reason": "Content-Length header is required"}, close=True)
                 return
             length = int(length_header)
             if length > receiver._max_body:
-                metrics.WEBHOOKS.labels("malformed").inc()
+                if not self._arrived():
+                    return
+                receiver.count("malformed")
                 reason = f"body over {receiver._max_body} bytes"
                 self._send(413, {"status": "error", "reason": reason}, close=True)
                 return
-            body = self.rfile.read(length)
+            try:
+                body = self.rfile.read(length)
+            except OSError:  # the socket's timeout: nothing came for that long
+                body = b""
+            if not self._arrived() or len(body) < length:
+                receiver.count("malformed")  # cut, or the client gave up: nothing happens
+                self.close_connection = True
+                return
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, answer = receiver.handle(headers, body)
             self._send(status, answer)
 
         def _other(self) -> None:
-            self._send(405, {"status": "error", "reason": "method not allowed"}, allow="GET, POST", close=True)
+            if self._arrived():
+                self._send(405, {"status": "error", "reason": "method not allowed"}, allow="GET, POST", close=True)
 
         do_PUT = do_DELETE = do_PATCH = _other
 

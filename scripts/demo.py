@@ -208,7 +208,6 @@ class Stack:
         env.update(
             MLFLOW_TRACKING_URI=self.settings.mlflow_url,
             DEPLOY_TARGET="local",
-            POLL_INTERVAL_SECONDS="2",
             WEBHOOK_PORT="0",
             SERVICE_BUILDER_STATE_DIR=str(self.adapter_state),
             MODEL_NAME_LIKE=f"{demo_models.PREFIX}%",

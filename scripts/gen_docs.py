@@ -42,7 +42,10 @@ ADAPTER_GROUPS: list[tuple[str, tuple[str, ...]]] = [
         "How they are served",
         ("PREDICTOR_IMAGE", "PREDICTOR_SECRET_NAME", "TEMPLATE_PATH", "K8S_NAME_SPACE", "FIELD_MANAGER"),
     ),
-    ("The reconcile loop", ("POLL_INTERVAL_SECONDS", "WRITEBACK_CONCURRENCY", "ROLLOUT_DEADLINE_SECONDS")),
+    (
+        "The reconcile loop ([watch.md](watch.md))",
+        ("POLL_INTERVAL_SECONDS", "WATCH_", "WRITEBACK_CONCURRENCY", "ROLLOUT_DEADLINE_SECONDS"),
+    ),
     ("Limits of the owners' `serving.*` tags", ("SERVING_",)),
     ("Who may call the predictors ([security.md](security.md))", ("PREDICTOR_AUTH", "PREDICTOR_SERVICE_ACCOUNT")),
     ("How `mlflow deployments predict` authenticates", ("PREDICTOR_TOKEN", "PREDICTOR_API_KEY")),

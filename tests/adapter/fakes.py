@@ -89,6 +89,7 @@ class FakeCluster:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.writes: Counter[str] = Counter()
+        self.reads: Counter[str] = Counter()
         self.events: list[tuple[str, str]] = []
         self.errors: dict[str, list[Exception]] = {}  # verb -> errors to raise next
 
@@ -107,10 +108,12 @@ class FakeCluster:
 
     def list_all(self) -> list[dict[str, Any]]:
         self._err("list")
+        self.reads["list"] += 1
         return [copy.deepcopy(o) for o in self.objects.values()]
 
     def get(self, name: str) -> dict[str, Any] | None:
         self._err("get")
+        self.reads["get"] += 1
         o = self.objects.get(name)
         return copy.deepcopy(o) if o else None
 

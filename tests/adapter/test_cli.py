@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,7 +123,8 @@ def test_run_keeps_going_and_stops_cleanly_on_sigterm(world: World) -> None:
         assert "MLFLOW_WEBHOOK_SECRET is not set" in json.loads(refused.value.read())["reason"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
             assert json.loads(r.read()) == {"status": "ready", "leader": True}
-        world.kube.inject("GET", "/inferenceservices", status=503, times=3)  # a bad moment on the API server
+        the_list = re.compile(re.escape(world.isvc_path) + "$")  # a full pass's list (not a watch, not one get)
+        world.kube.inject("GET", the_list, status=503, times=3, watch=False)  # a bad moment on the API server
         time.sleep(1.5)
         m = scrape(f"http://127.0.0.1:{port}/metrics")
         assert sample(m, "service_builder_passes_total", result="skipped") >= 1

@@ -151,15 +151,16 @@ def test_one_leader_reconciles_and_a_killed_one_is_replaced_within_the_lease_dur
     assert applies(world, isvc) == 1, "two replicas, one apply"
     assert b.passes() == 0 and sample(b.metrics(), "service_builder_leader") == 0
     assert sample(a.metrics(), "service_builder_leader") == 1
+    assert "Watch listed" in a.text() and "Watch listed" not in b.text(), "only the leader watches"
 
     # A webhook that reaches the standby is forwarded to the leader, which reconciles it; the standby does not.
     leader_url = f"http://127.0.0.1:{a.port}/webhooks/mlflow"
     until(lambda: lease_annotation(world) == leader_url, 10, "the leader to publish its receiver")
     assert post(b.port, delivery(tag_event(name))) == (202, {"status": "forwarded", "model": name, "to": leader_url})
     assert sample(b.metrics(), "service_builder_webhook_deliveries_total", result="forwarded") == 1
-    until(lambda: f"Webhook reconcile models={name}" in a.text(), 10, "the leader's webhook reconcile")
+    until(lambda: f"Reconcile models={name} cause=webhook" in a.text(), 10, "the leader's webhook reconcile")
     assert sample(a.metrics(), "service_builder_webhook_deliveries_total", result="queued") == 1
-    assert b.passes() == 0 and "Webhook reconcile" not in b.text()
+    assert b.passes() == 0 and "Reconcile models=" not in b.text()
 
     version_tags, model_tags = world.tags(name, 1), dict(world.mlflow.get_registered_model(name).tags)
     killed = time.monotonic()
@@ -169,6 +170,7 @@ def test_one_leader_reconciles_and_a_killed_one_is_replaced_within_the_lease_dur
     # The Lease was renewed at most one retry period before the kill; b looks once per retry period.
     assert took <= 6 + 0.5 + 1.0, f"takeover after {took:.1f}s"
     until(lambda: b.get("/readyz")[1].get("leader") is True, 5, "b to report itself leader")
+    until(lambda: "Watch listed" in b.text(), 10, "the new leader's watch, from a fresh list")
     until(lambda: sample(b.metrics(), "service_builder_passes_total", result="ok") >= 2, 30, "b's passes")
     assert applies(world, isvc) == 1, "the new leader found nothing to apply"
     assert world.tags(name, 1) == version_tags, "the new leader rewrote no tag"

@@ -267,3 +267,53 @@ def test_a_model_that_cannot_be_served_reports_the_predictors_line(tracking_uri:
         assert again["pid"] == 0 and again["exitCode"] == 2 and again["revision"] == state["revision"]
     finally:
         cluster.close()
+
+
+def test_run_learns_of_readiness_and_exits_from_the_supervisor(tracking_uri: str, tmp_path: Path) -> None:
+    """With POLL_INTERVAL_SECONDS=600 only the supervisor's news can move the status: ready as soon as the predictor
+    answers, failed as soon as it dies, ready again once its restart answers."""
+    prefix = f"news{os.getpid()}-"
+    name = f"{prefix}model"
+    train_classifier(name)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client.set_model_version_tag(name, "1", "stage", "production")
+    state = tmp_path / "state"
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        DEPLOY_TARGET="local",
+        SERVICE_BUILDER_STATE_DIR=str(state),
+        MODEL_NAME_LIKE=f"{prefix}%",
+        DEPLOY_STAGE="",
+        POLL_INTERVAL_SECONDS="600",
+        WEBHOOK_PORT="0",
+    )
+    log = tmp_path / "run.log"
+
+    def status() -> str:
+        return str(client.get_model_version(name, "1").tags.get("deployment.status"))
+
+    def wait(what: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while status() != what:
+            assert time.monotonic() < deadline, f"not {what} after {timeout}s: {status()}"
+            time.sleep(0.2)
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "adapter", "run"], env=env, stderr=out)
+    try:
+        wait("ready")
+        state_file = state / "services" / f"{naming.isvc_name(name)}.json"
+        pid = json.loads(state_file.read_text())["pid"]
+        os.killpg(pid, signal.SIGKILL)
+        wait("failed")
+        assert "exited with code -9" in client.get_model_version(name, "1").tags["deployment.message"]
+        wait("ready")  # restarted by the supervisor after its backoff, and reported as soon as it answers
+        assert json.loads(state_file.read_text())["pid"] != pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "cause=change" in text, "the supervisor's news woke the reconciles"
+    assert text.count("Full pass") <= 1, "one full pass at start; the poll never came"

@@ -1,6 +1,6 @@
 """The adapter's Prometheus metrics as the real servers drive them: calls and errors per system and kind (real
 MLflow, the real kube-apiserver through the fault proxy), and a pass's duration, result and last-success time
-(`cli.observed_pass` around a real reconcile)."""
+(`manager.observed_pass` around a real reconcile)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 import pytest
 
 from adapter import metrics, naming
-from adapter.cli import observed_pass
 from adapter.errors import NotFoundError, TransientError
+from adapter.manager import observed_pass
 from adapter.registry import MlflowRegistry
 from tests.adapter.conftest import World
 
@@ -76,21 +76,21 @@ def test_a_pass_is_timed_and_counted_by_result(world: World) -> None:
 
     ok, skipped, error, timed, _ = snapshot()
     started = time.time()
-    assert observed_pass(rec) == "ok"
+    assert observed_pass(rec)[0] == "ok"
     assert world.isvc(naming.isvc_name(name)) is not None
     after = snapshot()
     assert after[:4] == (ok + 1, skipped, error, timed + 1)
     assert started <= after[4] <= time.time()
 
     world.kube.inject("GET", "/inferenceservices", 503)  # the pass cannot read the cluster: skipped
-    assert observed_pass(rec) == "skipped"
+    assert observed_pass(rec)[0] == "skipped"
     skipped_after = snapshot()
     assert skipped_after[:4] == (ok + 1, skipped + 1, error, timed + 2)
     assert skipped_after[4] == after[4], "a skipped pass reached nothing: no new success time"
 
     world.mlflow.create_model_version(name, source="s3://models/none", tags={"stage": "production"})
     world.kube.inject("PATCH", "/inferenceservices/", 500, times=None)  # its apply fails: the model is in error
-    assert observed_pass(rec) == "error"
+    assert observed_pass(rec)[0] == "error"
     world.kube.clear_faults()
     error_after = snapshot()
     assert error_after[:4] == (ok + 1, skipped + 1, error + 1, timed + 3)

@@ -211,8 +211,11 @@ def test_persistent_transient_error_backs_off_one_model_only(env) -> None:
     cluster.errors["apply"] = [transient() for _ in range(5)]  # 'a' goes first and eats them all
     out = rec.run_pass().by_model()
     assert out["a"].action == "error" and out["b"].action == "created"
-    assert rec.run_pass().by_model()["a"].action == "skipped"  # backing off
-    clock.advance(1.5)
+    assert out["a"].requeue_after == 1.0, "looked at again when the backoff ends, event or not"
+    clock.advance(0.25)
+    again = rec.run_pass().by_model()["a"]
+    assert again.action == "skipped" and again.requeue_after == 0.75  # backing off, for what is left of it
+    clock.advance(1.25)
     assert rec.run_pass().by_model()["a"].action == "created"
 
 
@@ -231,13 +234,34 @@ def test_permanent_error_fails_and_is_not_retried_until_input_changes(env) -> No
 def test_rollout_deadline(env) -> None:
     rec, reg, _cluster, clock = env
     reg.add("risk", "1", stage="production")
-    rec.run_pass()
+    assert rec.run_pass().by_model()["risk"].requeue_after == pytest.approx(600.05)
     clock.advance(599)
-    assert rec.run_pass().by_model()["risk"].status == "deploying"
-    clock.advance(2)
-    out = rec.run_pass().by_model()
-    assert out["risk"].status == "failed" and "ProgressDeadlineExceeded" in out["risk"].message
+    out = rec.run_pass().by_model()["risk"]
+    assert out.status == "deploying" and out.requeue_after == pytest.approx(1.05), "requeued for the deadline"
+    clock.advance(out.requeue_after)
+    out = rec.run_pass(only=["risk"]).by_model()["risk"]
+    assert out.status == "failed" and "ProgressDeadlineExceeded" in out.message, "failed at the deadline"
+    assert out.requeue_after is None
     assert rec.run_pass().by_model()["risk"].tag_writes == 0
+
+
+def test_a_ready_rollout_asks_for_no_requeue(env) -> None:
+    rec = env[0]
+    serve(env)
+    assert rec.run_pass().by_model()["risk"].requeue_after is None
+
+
+def test_a_targeted_reconcile_reads_its_models_services_only(env) -> None:
+    rec, reg, cluster, _ = env
+    serve(env, "a")
+    serve(env, "b")
+    cluster.reads.clear()
+    reg.add("a", "2", stage="production")
+    out = rec.run_pass(only={"a"}).by_model()
+    assert set(out) == {"a"} and out["a"].action == "updated"
+    assert cluster.reads == {"get": 1}, "one get, no list of the namespace"
+    cluster.reads.clear()
+    assert set(rec.run_pass().by_model()) == {"a", "b"} and cluster.reads == {"list": 1}
 
 
 def test_crash_between_apply_and_write_back_converges(env) -> None:

@@ -1,8 +1,9 @@
-"""`python -m tests.bench`: run every benchmark module in MODULES; write their figures into docs/benchmarks.md
-(between its `bench:latest` markers, with the date and the machine); exit 1 if any goal says FAIL.
+"""`python -m tests.bench [name ...]`: run every benchmark module in MODULES (or those named: `predictor`,
+`watch`, `request_path`, ...); write their figures into docs/benchmarks.md (between its `bench:latest` markers,
+with the date and the machine); exit 1 if any goal says FAIL.
 
 Add a module by appending its name to MODULES; it needs `main() -> list[str]` (see tests/bench/__init__.py).
-`python -m tests.bench tests.bench.request_path ...` runs only those (and writes only their figures).
+`python -m tests.bench request_path ...` runs only those (and writes only their figures).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ MODULES = [
     "tests.bench.predictor",
     "tests.bench.request_path",
     "tests.bench.adapter",
+    "tests.bench.watch",
     "tests.bench.auth",
     "tests.bench.inference_log",
     "tests.bench.cluster",
@@ -43,9 +45,16 @@ def write(figures: list[str]) -> None:
 
 
 def main() -> int:
+    wanted = sys.argv[1:]
+    unknown = [w for w in wanted if f"tests.bench.{w}" not in MODULES]
+    if unknown:
+        print(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(m.rsplit('.', 1)[1] for m in MODULES)}")
+        return 2
     failed: list[str] = []
     figures: list[str] = []
-    for name in sys.argv[1:] or MODULES:
+    for name in MODULES:
+        if wanted and name.rsplit(".", 1)[1] not in wanted:
+            continue
         lines = importlib.import_module(name).main()
         figures += [*lines, ""]
         if any("FAIL" in line for line in lines):

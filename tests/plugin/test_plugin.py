@@ -286,3 +286,25 @@ def test_run_local_serves_the_version_with_a_predictor_process(plugin: Plugin) -
     finally:
         stop_group(proc)
     assert plugin.world.isvcs() == []
+
+
+@pytest.mark.slow
+def test_the_plugin_applies_and_retries_as_the_reconciler_does(plugin: Plugin, tmp_path, monkeypatch) -> None:
+    """Through the fault proxy: refused applies are retried by the reconciler's own retry policy, and the one apply
+    that goes through is the reconciler's (counted in its `service_builder_applies_total`)."""
+    from adapter import metrics
+    from tests.plugin.conftest import kubeconfig
+
+    w = plugin.world
+    s = w.settings
+    config = kubeconfig(tmp_path / "proxied", w.kube.url, w.plane.ca, s.k8s_api_key.get_secret_value(), w.ns)
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    model = w.model("retried")
+    applied = metrics.REGISTRY.get_sample_value("service_builder_applies_total", {"result": "ok"}) or 0.0
+    w.kube.inject("PATCH", f"{w.isvc_path}/retried", 503, times=2)
+    w.kube.inject("GET", f"{w.isvc_path}/retried", 500)  # the read before the apply, once
+    d = get_deploy_client(plugin.target).create_deployment("retried", f"models:/{model}/1", config={"timeout": 0})
+    assert d["status"] == "deploying" and w.isvc("retried") is not None
+    patches = [e[2] for e in w.kube.log if e[0] == "PATCH" and e[1].endswith("/retried")]
+    assert patches == [503, 503, 201], "two refused, the third went through: one apply"
+    assert metrics.REGISTRY.get_sample_value("service_builder_applies_total", {"result": "ok"}) == applied + 1

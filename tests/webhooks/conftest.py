@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from adapter.webhooks import PATH, Trigger, WebhookReceiver, sign
+from adapter.webhooks import PATH, WebhookReceiver, sign
+from adapter.workqueue import WorkQueue
 from tests.servers import MlflowServer, free_port
 
 SECRET = "whsec-test-0123456789abcdef"
@@ -64,14 +65,14 @@ def post(port: int, d: Delivery, path: str = PATH, method: str = "POST") -> tupl
 
 
 @pytest.fixture
-def trigger() -> Iterator[Trigger]:
-    t = Trigger(settle=0.05, cooldown=0.05)
+def trigger() -> Iterator[WorkQueue]:
+    t = WorkQueue(settle=0.05, cooldown=0.05)
     yield t
     t.close()
 
 
 @pytest.fixture
-def receiver(trigger: Trigger) -> Iterator[WebhookReceiver]:
+def receiver(trigger: WorkQueue) -> Iterator[WebhookReceiver]:
     r = WebhookReceiver("127.0.0.1", 0, SECRET, trigger)
     r.start()
     yield r

@@ -18,21 +18,22 @@ import pytest
 
 from adapter.errors import PermanentError
 from adapter.registry_webhooks import ensure_webhook
-from adapter.webhooks import EVENTS, PATH, Trigger, WebhookReceiver
+from adapter.webhooks import EVENTS, PATH, WebhookReceiver
+from adapter.workqueue import BURST, COOLDOWN_SECONDS, WorkQueue
 from tests.servers import MlflowServer
 from tests.webhooks.conftest import SECRET, Delivery, post
 
 
-class TimedTrigger(Trigger):
-    """A Trigger that also notes when each request arrived (to split latency into its parts)."""
+class TimedTrigger(WorkQueue):
+    """A WorkQueue that also notes when each request arrived (to split latency into its parts)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.arrivals: list[tuple[float, str]] = []
 
-    def request(self, model_name: str) -> None:
-        self.arrivals.append((time.perf_counter(), model_name))
-        super().request(model_name)
+    def request(self, name: str, after: float = 0.0, reason: str = "request") -> None:
+        self.arrivals.append((time.perf_counter(), name))
+        super().request(name, after, reason)
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +52,12 @@ def live(client: mlflow.MlflowClient) -> Iterator[tuple[WebhookReceiver, TimedTr
     trigger.close()
 
 
-def wait_for(trigger: Trigger, name: str, timeout: float = 10) -> list[set[str]]:
+def wait_for(trigger: WorkQueue, name: str, timeout: float = 10) -> list[frozenset[str]]:
     """Wake-ups until one names `name`; fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     wake_ups = []
     while time.monotonic() < deadline:
-        names = trigger.wait(deadline - time.monotonic())
+        names = trigger.wait(deadline - time.monotonic()).names
         wake_ups.append(names)
         if name in names:
             return wake_ups
@@ -70,7 +71,7 @@ def wait_until(predicate, timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-def new_model(client: mlflow.MlflowClient, trigger: Trigger) -> str:
+def new_model(client: mlflow.MlflowClient, trigger: WorkQueue) -> str:
     name = f"wh-{uuid.uuid4().hex[:8]}"
     client.create_registered_model(name)
     client.create_model_version(name, source="s3://bucket/model")
@@ -101,7 +102,7 @@ def test_the_adapters_own_tag_writes_are_ignored(client: mlflow.MlflowClient, li
     client.set_model_version_tag(name, "1", "deployment.status", "ready")
     client.set_model_version_tag(name, "1", "model_endpoint", "http://x")
     wait_until(lambda: receiver.stats["ignored"] == ignored + 2)
-    assert name not in trigger.wait(0.3)
+    assert name not in trigger.wait(0.3).names
 
 
 def test_mlflows_test_delivery_is_accepted(client: mlflow.MlflowClient, live) -> None:
@@ -146,7 +147,7 @@ def test_captured_real_deliveries_cannot_be_forged_replayed_or_reused_late(clien
 
     # A genuine delivery relayed once is fresh and unseen: accepted. The same again is a replay.
     assert post(receiver.port, real) == (202, {"status": "queued", "model": name})
-    assert trigger.wait(2) == {name}
+    assert trigger.wait(2).names == {name}
     assert post(receiver.port, real) == (401, {"status": "rejected", "reason": "delivery id already seen (replay)"})
 
     forged = Delivery(real.body.replace(name.encode(), b"victim"), real.headers)
@@ -164,7 +165,7 @@ def test_captured_real_deliveries_cannot_be_forged_replayed_or_reused_late(clien
     finally:
         late.stop()
         wrong_secret.stop()
-    assert trigger.wait(0.3) == set()
+    assert trigger.wait(0.3).names == frozenset()
 
 
 def test_a_burst_of_50_events_wakes_the_loop_once_or_a_few_times(client: mlflow.MlflowClient, live) -> None:
@@ -181,9 +182,9 @@ def test_a_burst_of_50_events_wakes_the_loop_once_or_a_few_times(client: mlflow.
     sender = threading.Thread(target=burst)
     started = time.perf_counter()
     sender.start()
-    wake_ups: list[tuple[float, set[str]]] = []
+    wake_ups: list[tuple[float, frozenset[str]]] = []
     while sender.is_alive() or receiver.stats["queued"] < queued + 50 or trigger.pending:
-        names = trigger.wait(1)  # the loop waits while the burst arrives, as `run` does
+        names = trigger.wait(1).names  # the loop waits while the burst arrives, as `run` does
         if names:
             wake_ups.append((time.perf_counter(), names))
         assert time.perf_counter() - started < 60, "the 50 deliveries did not all arrive"
@@ -191,7 +192,7 @@ def test_a_burst_of_50_events_wakes_the_loop_once_or_a_few_times(client: mlflow.
     sent_in = sent[0] - started
     print(f"\nburst: 50 tag sets in {sent_in:.2f}s -> {len(wake_ups)} wake-up(s) of the loop")
     assert all(names == {name} for _, names in wake_ups)
-    assert 1 <= len(wake_ups) <= 2 + sent_in / 2.0  # one per 2 s cooldown at most
+    assert 1 <= len(wake_ups) <= BURST + 1 + sent_in / COOLDOWN_SECONDS  # a burst, then one per cooldown
     assert wake_ups[-1][0] >= sent[0] - 0.5  # the end state of the burst was reconciled too
 
 
@@ -199,13 +200,13 @@ def test_delivery_latency_over_20_trials(client: mlflow.MlflowClient, live) -> N
     _, trigger = live
     names = [new_model(client, trigger) for _ in range(20)]  # one model per trial: no cooldown
     time.sleep(2.0)
-    assert trigger.wait(0.1) == set()
+    assert trigger.wait(0.1).names == frozenset()
     to_arrival, to_wake = [], []
     for name in names:
         trigger.arrivals.clear()
         started = time.perf_counter()
         client.set_model_version_tag(name, "1", "stage", "production")
-        woken = trigger.wait(10)
+        woken = trigger.wait(10).names
         woke = time.perf_counter()
         assert woken == {name}
         to_wake.append(woke - started)

@@ -87,7 +87,7 @@ def test_webhook_drives_the_run_loop_and_polling_is_the_safety_net(
                 time.sleep(1.0)  # the first (and, with a 600 s interval, only) poll is over
                 client.set_model_version_tag(f"{prefix}a", "1", "stage", "production")
                 _wait(lambda: isvc("a") is not None, 30, "the webhook-triggered apply")
-                assert "Webhook reconcile" in log.read_text()
+                assert "cause=webhook" in log.read_text()
             finally:
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(timeout=30) == 0

@@ -1,16 +1,13 @@
-"""Unit tests of the pure parts of the receiver: signature check, replay guard, trigger coalescing."""
+"""Unit tests of the pure parts of the receiver: signature check, replay guard."""
 
 from __future__ import annotations
 
 import base64
-import itertools
-import threading
-import time
 
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
-from adapter.webhooks import ReplayGuard, Trigger, WebhookRejected, sign, verify_signature
+from adapter.webhooks import ReplayGuard, WebhookRejected, sign, verify_signature
 
 SECRET = b"whsec-unit"
 DID = "5f1c0d7e-1111-4222-8333-944455556666"
@@ -117,116 +114,3 @@ def test_replay_guard_memory_is_bounded() -> None:
         assert guard.first_time(f"id-{i}", NOW + i / 1000, now=NOW)
     assert len(guard) == 100
     assert not guard.first_time("id-999", NOW, now=NOW)  # the newest are the ones kept
-
-
-def test_trigger_returns_empty_set_on_timeout() -> None:
-    t = Trigger()
-    started = time.monotonic()
-    assert t.wait(0.2) == set()
-    assert 0.18 <= time.monotonic() - started < 1.0
-
-
-def test_trigger_coalesces_and_clears() -> None:
-    t = Trigger(settle=0.05)
-    started = time.monotonic()
-    for _ in range(50):
-        t.request("m")
-    t.request("n")
-    assert t.wait(1) == {"m", "n"}
-    assert 0.04 <= time.monotonic() - started < 1.0  # due after `settle`, not before
-    assert t.pending == set()
-    assert t.wait(0.05) == set()
-
-
-def wake_ups_during(t: Trigger, send) -> list[tuple[float, set[str]]]:
-    """Run `send` in a thread while waiting on `t`; (seconds since start, names) per wake-up."""
-    sender = threading.Thread(target=send)
-    started = time.monotonic()
-    sender.start()
-    wake_ups = []
-    while sender.is_alive() or t.pending:
-        names = t.wait(0.5)
-        if names:
-            wake_ups.append((time.monotonic() - started, names))
-    sender.join()
-    return wake_ups
-
-
-def test_a_fast_burst_wakes_the_loop_once() -> None:
-    t = Trigger(settle=0.5, cooldown=2.0)
-
-    def burst() -> None:
-        for _ in range(10):  # about 0.1 s: well inside `settle`
-            t.request("m")
-            time.sleep(0.01)
-
-    assert [names for _, names in wake_ups_during(t, burst)] == [{"m"}]
-
-
-def test_a_slow_burst_wakes_the_loop_once_per_cooldown_and_covers_the_last_event() -> None:
-    t = Trigger(settle=0.02, cooldown=0.3)
-    last_sent: list[float] = []
-
-    def burst() -> None:
-        started = time.monotonic()
-        for _ in range(50):  # one request every 20 ms for about a second
-            t.request("m")
-            sent_at = time.monotonic() - started
-            time.sleep(0.02)
-        last_sent.append(sent_at)
-
-    wake_ups = wake_ups_during(t, burst)
-    assert all(names == {"m"} for _, names in wake_ups)
-    assert 2 <= len(wake_ups) <= 2 + last_sent[0] / 0.3  # about 1 + 1.0 s / 0.3 s, not 50
-    assert wake_ups[0][0] < 0.25  # the first event is not held back by the cooldown
-    assert wake_ups[-1][0] >= last_sent[0]  # the last event got its own reconcile
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(wake_ups)]
-    assert min(gaps) >= 0.29
-
-
-def test_one_models_cooldown_does_not_hold_back_another() -> None:
-    t = Trigger(settle=0.01, cooldown=5.0)
-    t.request("m")
-    assert t.wait(1) == {"m"}
-    t.request("m")
-    t.request("n")
-    started = time.monotonic()
-    assert t.wait(1) == {"n"}
-    assert time.monotonic() - started < 0.5
-    assert t.pending == {"m"}
-    assert t.wait(0.2) == set()  # m waits out its cooldown
-
-
-def test_trigger_is_thread_safe() -> None:
-    t = Trigger(settle=0.001, cooldown=0.01)
-    names = {f"model-{i}" for i in range(20)}
-    got: set[str] = set()
-
-    def send() -> None:
-        for _ in range(200):
-            for n in names:
-                t.request(n)
-
-    senders = [threading.Thread(target=send) for _ in range(4)]
-    for s in senders:
-        s.start()
-    while any(s.is_alive() for s in senders):
-        got |= t.wait(0.05)
-    got |= t.wait(0.05)
-    assert got == names
-
-
-def test_close_wakes_a_waiter() -> None:
-    t = Trigger()
-    result: list[set[str]] = []
-    waiter = threading.Thread(target=lambda: result.append(t.wait(30)))
-    waiter.start()
-    time.sleep(0.05)
-    started = time.monotonic()
-    t.close()
-    waiter.join(timeout=2)
-    assert not waiter.is_alive()
-    assert result == [set()]
-    assert time.monotonic() - started < 1
-    assert t.closed
-    assert t.wait(30) == set()  # later waits return at once
