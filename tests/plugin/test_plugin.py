@@ -288,7 +288,6 @@ def test_run_local_serves_the_version_with_a_predictor_process(plugin: Plugin) -
     assert plugin.world.isvcs() == []
 
 
-@pytest.mark.slow
 def test_the_plugin_applies_and_retries_as_the_reconciler_does(plugin: Plugin, tmp_path, monkeypatch) -> None:
     """Through the fault proxy: refused applies are retried by the reconciler's own retry policy, and the one apply
     that goes through is the reconciler's (counted in its `service_builder_applies_total`)."""
