@@ -31,7 +31,7 @@ controlplane: install ## Build etcd, kube-apiserver, kubectl, the KServe manager
 	$(PY) -m tests.controlplane.build
 	$(PY) -m tests.objectstore.build
 
-test-fast: install ## The tests that need no MLflow server, control plane, predictor process, trained model, image, node, browser or PyTorch (`pytest -m fast`): run it after every change | make install | under a minute (556 tests: 50 s with the machine shared)
+test-fast: install ## The tests that need no MLflow server, control plane, predictor process, trained model, image, node, browser or PyTorch (`pytest -m fast`): run it after every change | make install | under a minute (607 tests: 49 s here)
 	$(VENV)/bin/pytest -m fast
 
 test: install controlplane ## Every test, each tier marked by what it needs (tests/tiers.py): real MLflow, the control plane, predictor processes, trained models, the images, a real node with Knative, Chromium, PyTorch; what CI runs | make install, make controlplane, Chromium (.ci/install-browser), podman, containerd, runc and CNI plugins (.ci/install-containers), root for the cluster tier | about 45 min warm; the first run adds 30-60 min of builds
