@@ -32,7 +32,11 @@ class AdapterSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
-    mlflow_tracking_uri: str = Field("http://127.0.0.1:5000", description="MLflow server the adapter polls.")
+    mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000",
+        description="MLflow server the adapter polls (its credentials: MLFLOW_TRACKING_USERNAME/PASSWORD or"
+        " MLFLOW_TRACKING_TOKEN, read by the MLflow client).",
+    )
     k8s_name_space: str = Field("default", description="Namespace the InferenceServices live in.")
     predictor_image: str = Field(
         "ghcr.io/service-builder/custom-predictor:0.1.0",
@@ -44,7 +48,11 @@ class AdapterSettings(BaseSettings):
         description="The image catalog, JSON: [{image, covers: base|pytorch} or {image, flavors, libraries}], first"
         " match wins (adapter/images.py); empty: PREDICTOR_IMAGE (base) and its -pytorch variant.",
     )
-    poll_interval_seconds: float = Field(30.0, gt=0, description="Seconds between passes of `run`.")
+    poll_interval_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between full passes of `run` (the resync: webhooks and the watch act in between).",
+    )
     deploy_target: Literal["kserve", "local"] = Field("kserve", description="Where models are served.")
     deploy_alias: str = Field("production", description="Alias that marks the version to serve.")
     deploy_tag: str = Field("stage=production", description="Version tag `key=value` that marks it.")
@@ -52,12 +60,16 @@ class AdapterSettings(BaseSettings):
     model_name_like: str = Field(
         "", description="Only models whose name matches this MLflow LIKE pattern (e.g. `team-a-%`); empty: all."
     )
-    predictor_tracking_uri: str = Field("", description="Tracking URI as predictor pods see it.")
+    predictor_tracking_uri: str = Field(
+        "", description="Tracking URI as predictor pods see it; empty: MLFLOW_TRACKING_URI."
+    )
     mlflow_ui_url: str = Field(
         "", description="MLflow UI as users reach it, for the links on each InferenceService; default the tracking URI."
     )
     predictor_secret_name: str = Field(
-        "", description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the predictor; empty: none."
+        "",
+        description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the predictor, referenced"
+        " (secretKeyRef): its values never enter a manifest; empty: none.",
     )
     mlflow_s3_endpoint_url: str = Field("", description="S3 endpoint for MLflow artifacts (not a secret).")
     writeback_concurrency: int = Field(
@@ -208,7 +220,9 @@ class AdapterSettings(BaseSettings):
     leader_election_retry_period_seconds: float = Field(
         2.0, gt=0, description="Seconds between attempts to acquire or renew the Lease."
     )
-    pod_name: str = Field("", description="This replica's identity in the Lease (the Deployment sets POD_NAME).")
+    pod_name: str = Field(
+        "", description="This replica's identity in the Lease (the Deployment sets POD_NAME); empty: host name and pid."
+    )
     pod_ip: str = Field(
         "",
         description="This replica's address (the Deployment sets POD_IP from status.podIP): the leader publishes"

@@ -1,4 +1,6 @@
-"""Session-wide fixtures: a real MLflow server (sqlite) and process hygiene for every test."""
+"""Session-wide fixtures (a real MLflow server, the real control plane) and the test tiers: every test is marked
+with what it needs (mlflow, controlplane, objectstore, predictor, browser, torch) or `fast`, from what it uses
+(tests/tiers.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,36 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import tiers
 from tests.servers import MlflowServer, mlflow_server
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tiers.guard()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Before `-m` selects: each test's markers say what it needs."""
+    tiers.mark(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """After `-m` selected: a selected test whose optional part is missing is skipped, saying what to install; in
+    CI the run stops instead."""
+    tiers.skip_or_fail_missing(session.items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    tiers.running(item)
+    try:
+        return (yield)
+    finally:
+        tiers.running(None)
 
 
 @pytest.fixture(scope="session")

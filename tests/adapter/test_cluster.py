@@ -200,7 +200,6 @@ def _container_env(admin_api: Any, ns: str, container: dict[str, Any]) -> dict[s
     return env
 
 
-@pytest.mark.slow
 def test_what_kserve_renders_starts_our_predictor(world: World, cluster: Cluster, tmp_path: Path) -> None:
     """The container KServe renders, run with exactly its env as a kubelet would (the Secret references resolved,
     the predictor's ServiceAccount token and CA where the kubelet mounts them): secure by default, it answers a

@@ -30,7 +30,6 @@ from tests.controlplane.proxy import FaultProxy
 from tests.servers import free_port, sample, scrape, wait_http
 from tests.webhooks.conftest import SECRET, delivery, post, tag_event
 
-pytestmark = pytest.mark.slow
 LEASE = "service-builder"
 
 

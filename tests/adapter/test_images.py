@@ -109,11 +109,44 @@ def test_the_declarations_are_what_the_images_install() -> None:
     assert images.builtin() == predictor_image.catalog()
 
 
-def test_adapter_and_predictor_judge_by_the_same_tables() -> None:
-    assert images.FLAVOR_LIBRARIES == predictor_requirements.FLAVOR_LIBRARIES
-    assert images.FLAVOR_VERSION_KEYS == predictor_requirements.FLAVOR_VERSION_KEYS
-    assert images.SAME_LIBRARY == predictor_requirements.SAME_LIBRARY
-    assert images.NOT_NEEDED == predictor_requirements.NOT_NEEDED
+def _judgement_cases() -> list[Any]:
+    """Models and images that exercise every entry of either deployable's tables (flavor -> library, where MLmodel
+    keeps the version, aliases, what is never needed): (MLmodel flavors, requirements.txt lines or None, the
+    image's libraries). An entry one side lacks makes the two verdicts differ on its case."""
+    sides = (images, predictor_requirements)
+    cases = []
+    for flavor in sorted({f for side in sides for f in side.FLAVOR_LIBRARIES}):
+        lib = images.FLAVOR_LIBRARIES.get(flavor) or predictor_requirements.FLAVOR_LIBRARIES[flavor]
+        key = images.FLAVOR_VERSION_KEYS.get(flavor) or predictor_requirements.FLAVOR_VERSION_KEYS.get(flavor)
+        logged = flavors(flavor, **({key: "2.1.0"} if key else {}))
+        for have, why in (({lib: "2.3.0"}, "same major"), ({lib: "3.0.0"}, "another major"), ({}, "absent")):
+            cases.append(pytest.param(logged, None, have, id=f"{flavor} logged with {lib} 2.1.0, image: {why}"))
+            cases.append(pytest.param(logged, [f"{lib}==2.1.0"], have, id=f"{flavor} needs {lib}==2.1.0, {why}"))
+    for alias in sorted({a for side in sides for a in side.SAME_LIBRARY}):
+        target = images.SAME_LIBRARY.get(alias) or predictor_requirements.SAME_LIBRARY[alias]
+        cases.append(pytest.param(flavors("python_function"), [f"{alias}==1.0.0"], {target: "1.0.0"}, id=alias))
+    for name in sorted(images.NOT_NEEDED | predictor_requirements.NOT_NEEDED):
+        cases.append(pytest.param(flavors("python_function"), [f"{name}==1.0"], {}, id=f"{name} (never imported)"))
+    cases.append(pytest.param(flavors("python_function"), ["some-library==1.0"], {}, id="a library not there"))
+    return cases
+
+
+@pytest.mark.parametrize(("logged", "lines", "libraries"), _judgement_cases())
+def test_the_adapter_chooses_an_image_exactly_when_the_predictor_would_serve_the_model_in_it(
+    logged: dict[str, Any], lines: list[str] | None, libraries: dict[str, str]
+) -> None:
+    """The two deployables cannot share code, so each keeps its own copy of the rules: the adapter's choice of an
+    image and the predictor's check at start in that image must agree, or a model is deployed to fail."""
+    every_flavor = set(images.FLAVOR_LIBRARIES) | set(predictor_requirements.FLAVOR_LIBRARIES)
+    image = images.ImageSpec("registry/predictor:1", frozenset([*every_flavor, "python_function"]), libraries)
+    wanted = None if lines is None else reqs(*lines)
+    try:
+        choose([image], logged, wanted)
+        chosen = True
+    except NoImage:
+        chosen = False
+    report = predictor_requirements.check({"flavors": logged}, wanted, installed=libraries.get)
+    assert chosen == (not report.permanent), report.failure()
 
 
 # ---- the reconcile hook, with fakes at the wrapper boundary ----------------------------------------------------

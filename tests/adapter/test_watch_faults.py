@@ -20,8 +20,6 @@ from adapter import metrics, naming
 from adapter.manager import Manager
 from tests.adapter.conftest import World
 
-pytestmark = pytest.mark.slow
-
 
 def until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout

@@ -2,7 +2,7 @@
 image in its containerd, and an MLflow server on the node's bridge, where pods reach it.
 
 The tier needs root, podman (or docker), containerd, runc and the CNI plugins (.ci/install-containers). Without
-them it is skipped, except under CI (CI=true), where that is a broken setup and fails.
+them it is skipped, except under CI (CI set, as .ci/run does), where that is a broken setup and fails.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tests.controlplane.plane import ControlPlane
 from tests.controlplane.plane import running as plane_running
 from tests.images.containers import Images
 from tests.servers import MlflowServer, mlflow_server
+from tests.tiers import in_ci
 
 
 def _missing() -> list[str]:
@@ -39,7 +40,7 @@ def _missing() -> list[str]:
 def cluster_paths() -> NodePaths:
     missing = _missing()
     if missing:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(f"the cluster tier needs {', '.join(missing)} (.ci/install-containers)")
         pytest.skip(f"the cluster tier needs {', '.join(missing)}")
     return ensure_node()

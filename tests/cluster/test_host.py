@@ -25,7 +25,7 @@ from tests.cluster.host import RUN_PREFIX, Snapshot, _pids_naming
 from tests.controlplane.build import NodePaths
 
 # The child starts a control plane and a node (and builds the node binaries if they are missing): 20 min at most.
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = pytest.mark.timeout(1200)
 
 ROOT = Path(__file__).resolve().parents[2]
 

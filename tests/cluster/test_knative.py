@@ -33,7 +33,7 @@ from tests.images.containers import Images
 from tests.predictor import flavors, models
 from tests.servers import MlflowServer
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = pytest.mark.timeout(2400)
 
 
 def _keys(plane: ControlPlane, ns: Any, model: str) -> str:

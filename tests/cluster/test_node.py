@@ -21,7 +21,7 @@ from tests.predictor import flavors, models
 from tests.servers import MlflowServer
 
 # Session setup (images, control plane, node, images into containerd) counts against the first test: 40 min.
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = pytest.mark.timeout(2400)
 
 
 def predictor_pod(name: str, image: str, env: dict[str, str]) -> dict[str, Any]:

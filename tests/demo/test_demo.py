@@ -32,7 +32,7 @@ DEMO = REPO / "scripts" / "demo.py"
 VENV = Path(sys.executable).parent.parent  # the venv pytest runs in (not resolved: a venv python is a symlink)
 READY_TIMEOUT = 240
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 
 def demo_env(state: Path, port: int, **extra: str) -> dict[str, str]:

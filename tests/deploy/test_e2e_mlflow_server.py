@@ -17,8 +17,6 @@ import pytest
 from tests.deploy.conftest import kustomize, one, pod_spec
 from tests.servers import free_port, stop_group, wait_http
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:

@@ -19,8 +19,6 @@ import pytest
 from tests.deploy.conftest import REPO
 from tests.servers import free_port
 
-pytestmark = pytest.mark.slow
-
 
 def _load() -> ModuleType:
     spec = importlib.util.spec_from_file_location("e2e_model", REPO / "scripts" / "e2e_model.py")

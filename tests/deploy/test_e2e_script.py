@@ -374,6 +374,13 @@ def test_images_script_builds_both_images_from_the_repo_root(stand_ins: dict[str
     assert pytorch_variant("reg:5000/p:1") == "reg:5000/p-pytorch:1"
 
 
+def test_images_script_stops_at_the_first_failing_build(stand_ins: dict[str, str]) -> None:
+    proc = run_script(stand_ins, script="images.sh", FAKE_FAIL_MATCH="--target base")
+    assert proc.returncode != 0
+    assert "stand-in failure: docker build -f custom_predictor/Dockerfile --target base" in proc.stderr
+    assert not any("--target pytorch" in c for c in calls(stand_ins)), "nothing after the failing build may run"
+
+
 def test_images_script_picks_podman_when_no_docker_engine_answers(stand_ins: dict[str, str], tmp_path: Path) -> None:
     """No CONTAINER_TOOL, `docker info` fails (a CLI without an engine): podman builds, told each Dockerfile's own
     .dockerignore, rlimits within the hard limits and the host's network; a failed build names the stand-in."""

@@ -175,51 +175,89 @@ def test_pods_run_non_root_and_locked_down(built: dict[str, list[dict[str, Any]]
         assert c["resources"]["requests"] and c["resources"]["limits"]
 
 
-def test_deployment_runs_two_replicas_rolling_with_probes_metrics_and_a_disruption_budget(
+def _command(container: dict[str, Any]) -> str:
+    """The adapter command a container runs, as the adapter's own CLI parses its args."""
+    from adapter.cli import parser
+
+    return str(parser().parse_args(container["args"]).command)
+
+
+def test_deployment_keeps_a_standby_through_rollouts_and_drains_and_probes_the_receiver(
     built: dict[str, list[dict[str, Any]]],
 ) -> None:
+    from adapter import webhooks
+    from adapter.settings import AdapterSettings
+
     objs = built["deploy"]
     dep = one(objs, "Deployment")
-    assert dep["spec"]["replicas"] == 2
-    # The new pod is up (as standby) before an old one stops and hands over its Lease.
-    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     template = dep["spec"]["template"]
     (c,) = template["spec"]["containers"]
-    assert c["args"] == ["run"]
+    assert _command(c) == "run"  # the loop with leader election, not one pass
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        get = c[probe]["httpGet"]
-        assert get["path"] == path
-        assert ports[get["port"]] == 8090
+    # A standby is always there: a new pod is up before an old one stops (and hands over its Lease), and a drain
+    # may evict a replica while another one stays.
+    replicas, pdb = dep["spec"]["replicas"], one(objs, "PodDisruptionBudget")
+    rolling = dep["spec"]["strategy"]["rollingUpdate"]
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert rolling["maxUnavailable"] == 0 and rolling["maxSurge"] >= 1
+    assert 1 <= pdb["spec"]["minAvailable"] < replicas
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
     pod_name = next(e for e in c["env"] if e["name"] == "POD_NAME")
     assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", "the Lease identity is the pod"
+    # Probes, metrics and the webhook Service all reach the port the adapter's settings make it listen on.
+    listens = AdapterSettings(**{k.lower(): v for k, v in one(objs, "ConfigMap")["data"].items()}).webhook_port
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe, path in (("readinessProbe", webhooks.READY_PATH), ("livenessProbe", webhooks.HEALTH_PATH)):
+        get = c[probe]["httpGet"]
+        assert get["path"] == path and ports[get["port"]] == listens
     ann = template["metadata"]["annotations"]
-    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
-    assert int(ann["prometheus.io/port"]) == 8090
-    pdb = one(objs, "PodDisruptionBudget")
-    assert pdb["spec"]["minAvailable"] == 1
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == webhooks.METRICS_PATH
+    assert int(ann["prometheus.io/port"]) == listens
     svc = one(objs, "Service")
     assert svc["spec"]["selector"].items() <= template["metadata"]["labels"].items()
     (port,) = svc["spec"]["ports"]
-    assert port["port"] == 8090 and ports[port["targetPort"]] == 8090
-    settings = one(objs, "ConfigMap")["data"]
-    assert settings["WEBHOOK_PORT"] == "8090"
+    assert ports[port["targetPort"]] == listens
 
 
-def test_cronjob_variant_syncs_every_two_minutes_never_overlapping(built: dict[str, list[dict[str, Any]]]) -> None:
+def _minutes_between_runs(schedule: str) -> int:
+    """How many minutes apart a cron schedule starts its jobs: `*/N * * * *`, `* * * * *` or a list of minutes an
+    equal step apart; other forms fail here (teach this function before using them)."""
+    minute, *rest = schedule.split()
+    assert rest == ["*"] * 4, f"schedule {schedule!r}: only the minute field may vary"
+    if minute == "*":
+        return 1
+    if minute.startswith("*/"):
+        step = int(minute[2:])
+        assert 60 % step == 0, f"schedule {schedule!r}: */{step} is not evenly spaced across the hour"
+        return step
+    starts = sorted(int(m) for m in minute.split(","))
+    gaps = {b - a for a, b in zip(starts, [*starts[1:], starts[0] + 60], strict=True)}
+    assert len(gaps) == 1, f"schedule {schedule!r}: the gaps between runs differ ({sorted(gaps)})"
+    return gaps.pop()
+
+
+def test_minutes_between_runs_reads_the_usual_schedules() -> None:
+    assert [_minutes_between_runs(s) for s in ("*/2 * * * *", "* * * * *", "0,15,30,45 * * * *")] == [2, 1, 15]
+    for uneven in ("0,10 * * * *", "*/7 * * * *", "*/5 3 * * *"):
+        with pytest.raises(AssertionError):
+            _minutes_between_runs(uneven)
+
+
+def test_cronjob_variant_runs_one_pass_at_a_time_each_stopped_before_the_next_is_due(
+    built: dict[str, list[dict[str, Any]]],
+) -> None:
     objs = built["deploy/cronjob"]
     assert not of_kind(objs, "Deployment") and not of_kind(objs, "Service")
     assert not of_kind(objs, "PodDisruptionBudget")
     cron = one(objs, "CronJob")
-    assert cron["spec"]["schedule"] == "*/2 * * * *"
-    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     (c,) = pod_spec(cron)["containers"]
-    assert c["args"] == ["sync"]
+    assert _command(c) == "sync"  # one pass, then exit
     assert c["image"] == one(built["deploy"], "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-    # Every pass must end before the next one would start.
-    assert cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 120
+    # Never two passes at once: a pass still running when the next is due holds it back, and a pass is stopped
+    # before the next one is due, so one that hangs costs one turn, not all the following ones.
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    period = 60 * _minutes_between_runs(cron["spec"]["schedule"])
+    assert cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] < period
 
 
 def test_e2e_images_skip_tag_resolution_and_use_the_kind_loaded_copy(built: dict[str, list[dict[str, Any]]]) -> None:
@@ -279,6 +317,4 @@ def test_configmap_settings_are_accepted_by_the_adapter(
     for key, value in data.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("K8S_NAME_SPACE", one(built[overlay], "Deployment")["metadata"]["namespace"])
-    settings = AdapterSettings()
-    assert settings.deploy_target == "kserve"
-    assert settings.webhook_port == 8090
+    assert AdapterSettings().deploy_target == "kserve"

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from tests.images.containers import Images, run
 
 # The first test builds the images for the session (a cold build takes minutes).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 
 REQUIREMENTS = Path(__file__).resolve().parents[2] / "adapter" / "requirements.txt"
 

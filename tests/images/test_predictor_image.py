@@ -22,7 +22,7 @@ from tests.predictor.image import requirements
 from tests.servers import MlflowServer, free_port
 
 # The first test builds the images for the session (a cold build takes minutes).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 
 PREDICTOR_UID = "10001"
 

@@ -23,8 +23,6 @@ from custom_predictor.settings import Settings
 from tests.inference_log.fakes import record
 from tests.objectstore.server import ACCESS_KEY, SECRET_KEY, S3Server
 
-pytestmark = pytest.mark.slow
-
 
 def sink_for(s3: S3Server, prefix: str, secret: str = SECRET_KEY) -> TableSink:
     store = S3Store(

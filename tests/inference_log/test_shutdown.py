@@ -18,7 +18,6 @@ import pytest
 
 from tests.objectstore.server import ACCESS_KEY, SECRET_KEY, S3Server
 
-pytestmark = pytest.mark.slow
 BATCH_ROWS = 50
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,6 @@ def _finish(proc: Any, timeout: float = 180) -> tuple[str, str]:
     return out, err
 
 
-@pytest.mark.slow
 def test_create_get_predict_update_with_a_canary_and_delete_from_the_mlflow_cli(plugin: Plugin) -> None:
     from tests.predictor import models
 
@@ -253,7 +252,6 @@ def test_help_documents_every_config_key(plugin: Plugin) -> None:
         assert f"mlflow deployments {command} -t kserve:/" in out.stdout
 
 
-@pytest.mark.slow
 def test_run_local_serves_the_version_with_a_predictor_process(plugin: Plugin) -> None:
     from tests.predictor import models
 
@@ -290,7 +288,6 @@ def test_run_local_serves_the_version_with_a_predictor_process(plugin: Plugin) -
     assert plugin.world.isvcs() == []
 
 
-@pytest.mark.slow
 def test_the_plugin_applies_and_retries_as_the_reconciler_does(plugin: Plugin, tmp_path, monkeypatch) -> None:
     """Through the fault proxy: refused applies are retried by the reconciler's own retry policy, and the one apply
     that goes through is the reconciler's (counted in its `service_builder_applies_total`)."""

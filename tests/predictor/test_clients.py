@@ -23,8 +23,6 @@ import pytest
 from tests.predictor import models
 from tests.predictor.conftest import Predictor, run_predictor
 
-pytestmark = pytest.mark.slow
-
 DATATYPES = {"float64": "FP64", "float32": "FP32", "int64": "INT64", "bool": "BOOL", "object": "BYTES"}
 
 

@@ -153,7 +153,6 @@ SERVED = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("target", "model", "kind"), SERVED, ids=[f"{t}-{m}" for t, m, _ in SERVED])
 def test_each_image_serves_its_flavors_with_only_its_packages(
     target: str, model: str, kind: str, tmp_path: Path

@@ -22,8 +22,6 @@ import pytest
 from tests.predictor import flavors, models
 from tests.predictor.conftest import in_process
 
-pytestmark = pytest.mark.slow
-
 KINDS = {
     "sklearn": "kernel",
     "xgboost": "xgboost",

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
-import pytest
 
 from custom_predictor.auth.apikeys import generate
 from tests.predictor import models
@@ -143,7 +142,6 @@ def _served(tmp_path: Path, folder: Path, stop: signal.Signals, n: int) -> tuple
     return code, table(tmp_path / "log")
 
 
-@pytest.mark.slow
 def test_sigterm_writes_every_record_and_sigkill_loses_at_most_the_open_batch(
     tmp_path: Path, local_models: dict[str, Path]
 ) -> None:

@@ -308,7 +308,6 @@ def test_background_check_passes_for_a_faithful_kernel(tmp_path: Path) -> None:
     assert (rt.kind, rt.kernel_check) == ("kernel", "passed")
 
 
-@pytest.mark.slow
 def test_a_check_that_cannot_run_hands_over_to_scikit_learn(tmp_path: Path) -> None:
     """Verification fails closed: the check's child process dies before answering (a `sitecustomize` on the
     predictor's PYTHONPATH ends every spawned child at once, as an OOM kill would), so the kernel is unverified

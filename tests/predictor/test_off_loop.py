@@ -50,7 +50,6 @@ def get(url: str) -> bytes:
         return bytes(r.read())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(CASES))
 def test_probes_answer_while_slow_predictions_run(kind: str, tmp_path: Path) -> None:
     import subprocess

@@ -11,8 +11,6 @@ import yaml
 from tests.predictor import models
 from tests.predictor.conftest import ROW, run_predictor, run_to_exit, run_to_exit_with_log
 
-pytestmark = pytest.mark.slow
-
 
 def test_registered_classifier_without_contract(tmp_path: Path, registry: dict[str, str], mlflow_srv) -> None:
     with run_predictor(tmp_path, MODEL_URI=registry["classifier"], MLFLOW_TRACKING_URI=mlflow_srv.url) as p:

@@ -86,7 +86,6 @@ def _model_with(tmp_path: Path, source: Path, *lines: str) -> Path:
     return folder
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
@@ -105,7 +104,6 @@ def test_the_process_ends_with_the_reason(
     assert lines[-1].endswith("(serve it with an image that covers it: PREDICTOR_IMAGES in the adapter)")
 
 
-@pytest.mark.slow
 def test_warn_mode_serves_anyway(tmp_path: Path, local_models: dict[str, Path]) -> None:
     folder = _model_with(tmp_path, local_models["classifier"], "catboost==1.2.7")
     with in_process(model_uri=str(folder), service_path="m", requirements_check="warn") as client:
@@ -113,7 +111,6 @@ def test_warn_mode_serves_anyway(tmp_path: Path, local_models: dict[str, Path]) 
         assert "catboost" in client.get("/openapi.json").json()["info"]["description"]
 
 
-@pytest.mark.slow
 def test_minor_drift_serves_on_the_estimator_and_is_reported(tmp_path: Path, local_models: dict[str, Path]) -> None:
     """A model logged with scikit-learn 1.8: served, but by the estimator (the kernels are written for 1.9), and
     the drift is in /metrics and on the Swagger page."""
@@ -130,7 +127,6 @@ def test_minor_drift_serves_on_the_estimator_and_is_reported(tmp_path: Path, loc
         assert "`scikit-learn`: the model names `scikit-learn==1.8.0`, this image has `1.9.1`" in description
 
 
-@pytest.mark.slow
 def test_the_kernels_serve_the_release_they_were_written_for(local_models: dict[str, Path]) -> None:
     with in_process(model_uri=str(local_models["classifier"]), service_path="m", verify_kernel=False) as client:
         assert client.app_state.runtime.kind == "kernel"

@@ -21,8 +21,6 @@ import pytest
 from tests.predictor.procs import Predictor, running_predictor
 from tests.servers import MlflowServer
 
-pytestmark = pytest.mark.slow
-
 MODEL_NAME = "Fuzzed Model"
 PATH = "fuzzed-model"
 MIN_REQUESTS = 1000

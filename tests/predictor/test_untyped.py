@@ -25,7 +25,6 @@ def pyfunc_predict(uri: str, frame: pd.DataFrame) -> list[Any]:
     return np.asarray(mlflow.pyfunc.load_model(uri).predict(frame)).tolist()
 
 
-@pytest.mark.slow
 def test_a_model_without_signature_is_typed_from_the_columns_it_declares(
     tmp_path: Path, registry: dict[str, str], mlflow_srv: Any
 ) -> None:

@@ -23,8 +23,6 @@ from adapter.workqueue import BURST, COOLDOWN_SECONDS, WorkQueue
 from tests.servers import MlflowServer
 from tests.webhooks.conftest import SECRET, Delivery, post
 
-pytestmark = pytest.mark.slow
-
 
 class TimedTrigger(WorkQueue):
     """A WorkQueue that also notes when each request arrived (to split latency into its parts)."""
