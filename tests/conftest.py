@@ -41,6 +41,14 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         tiers.running(None)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """The guard watches a test's setup and call only: its teardown also ends the fixtures of wider scope that the
+    next test does not share (the last test of a run ends the session's: a `fast` test ending the images'
+    fixture is not starting anything)."""
+    tiers.running(None)
+
+
 @pytest.fixture(scope="session")
 def mlflow_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A real `mlflow server` with a sqlite backend and proxied artifacts, shared by the session."""

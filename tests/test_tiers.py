@@ -104,6 +104,14 @@ def test_the_guard_stops_a_fast_test_that_starts_a_predictor(request: pytest.Fix
         subprocess.Popen([sys.executable, "-m", module, "--help"])
 
 
+def test_the_guard_leaves_teardowns_alone(request: pytest.FixtureRequest) -> None:
+    """A test's teardown also ends the fixtures of wider scope the next test does not share (after the last test,
+    the session's: the images' fixture runs podman then), which is no start of anything by this test."""
+    assert request.node.get_closest_marker(tiers.FAST) is not None
+    module = "_".join(["custom", "predictor"])
+    request.addfinalizer(lambda: subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True))
+
+
 @pytest.mark.parametrize(  # command lines as one string: as a list they would count as run by the test
     ("line", "need"),
     [
