@@ -224,7 +224,7 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     def on_done(call: Call) -> None:
         if settings.access_log:
             _access_log(call)
-        if call.data:
+        if call.data and inference_log.on:
             inference_log.put(record_of(call, *named, sampling))
 
     routes = [r for router in routers for r in router.routes]

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -126,7 +126,7 @@ class Calls:
         headers = dict(scope["headers"])
         given = (headers.get(b"x-request-id") or headers.get(b"ce-id") or b"").decode("latin-1")
         call = Call(
-            request_id=given if _ID.fullmatch(given) else uuid.uuid4().hex,
+            request_id=given if _ID.fullmatch(given) else secrets.token_hex(16),
             time=datetime.now(UTC),
             started=time.perf_counter(),
             method=scope.get("method", ""),
@@ -159,21 +159,29 @@ class Calls:
                 self.on_done(call)
 
     def _counted(self, receive: Receive) -> Receive:
+        """`receive`, counting the body against the cap and holding it to the body timeout (from the first read)
+        until its last part has arrived; what comes after it (a disconnect) is passed through."""
         limit, seen, timeout = self.max_body, 0, self.body_timeout
         deadline: float | None = None
+        complete = False
 
         async def counted() -> Message:
-            nonlocal seen, deadline
+            nonlocal seen, deadline, complete
+            if complete:
+                return await receive()
+            loop = asyncio.get_running_loop()
             if deadline is None:
-                deadline = time.monotonic() + timeout
+                deadline = loop.time() + timeout
             try:
-                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 raise PredictorError(408, "timeout", f"the request body did not arrive within {timeout:g} s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                complete = not message.get("more_body", False)
             return message
 
         return counted

@@ -53,6 +53,7 @@ class Budget:
     def __init__(self, total: int, wait_seconds: float) -> None:
         self.total, self.wait_seconds = total, wait_seconds
         self.used = 0
+        self._waiting = 0  # requests waiting for room
         self._freed: asyncio.Condition | None = None
 
     def largest_body(self, kind: str) -> int:
@@ -68,21 +69,33 @@ class Budget:
                 f"the request body is larger than this predictor's memory allows ({self.largest_body(kind)} bytes"
                 f" for a {kind} body)",
             )
+        if not self._waiting and self.used + cost <= self.total:
+            self.used += cost  # it fits and nobody waits: no lock, no timer (the loop runs one task at a time)
+            return cost
         if self._freed is None:
             self._freed = asyncio.Condition()
-        async with self._freed:
-            try:
-                await asyncio.wait_for(self._freed.wait_for(lambda: self.used + cost <= self.total), self.wait_seconds)
-            except TimeoutError:
-                raise PredictorError(
-                    503, "busy", "the predictor is busy with other large requests: retry", headers={"Retry-After": "1"}
-                ) from None
-            self.used += cost
+        self._waiting += 1
+        try:
+            async with self._freed:
+                try:
+                    async with asyncio.timeout(self.wait_seconds):
+                        await self._freed.wait_for(lambda: self.used + cost <= self.total)
+                except TimeoutError:
+                    raise PredictorError(
+                        503,
+                        "busy",
+                        "the predictor is busy with other large requests: retry",
+                        headers={"Retry-After": "1"},
+                    ) from None
+                self.used += cost
+        finally:
+            self._waiting -= 1
         return cost
 
     async def release(self, cost: int) -> None:
-        if not cost or self._freed is None:
+        if not cost:
             return
-        async with self._freed:
-            self.used -= cost
-            self._freed.notify_all()
+        self.used -= cost
+        if self._waiting and self._freed is not None:
+            async with self._freed:
+                self._freed.notify_all()

@@ -128,6 +128,11 @@ class InferenceLog:
         )
 
     @property
+    def on(self) -> bool:
+        """Whether records go anywhere (mode off, or no sink: nothing to build)."""
+        return bool(self.channels)
+
+    @property
     def sampling_fraction(self) -> float:
         """The share of calls whose bodies are kept, for `Record.sampling_fraction`."""
         return self.policy.sampling_fraction
