@@ -88,6 +88,7 @@ class Knative:
     def _current(self, namespace: str, isvc: str, timeout: float = 20) -> dict[str, Any]:
         """The Knative Service once KServe has written the InferenceService's current spec into it."""
         deadline = time.monotonic() + timeout
+        settle = time.monotonic() + 5  # a canary change KServe has not written yet (below): waited for this long
         while True:
             obj = self.objects.get_namespaced_custom_object(
                 "serving.kserve.io", "v1beta1", namespace, "inferenceservices", isvc
@@ -96,8 +97,9 @@ class Knative:
             version = (obj["metadata"].get("annotations") or {}).get("mlflow.org/model-version")
             template = ((ksvc["spec"].get("template") or {}).get("metadata") or {}).get("annotations") or {}
             if version is None or template.get("mlflow.org/model-version") == version:
-                return ksvc
-            if time.monotonic() > deadline:
+                if _traffic_as_asked(obj, ksvc) or time.monotonic() > settle:
+                    return ksvc
+            elif time.monotonic() > deadline:
                 raise TimeoutError(f"KServe did not update {ksvc['metadata']['name']} to version {version}")
             time.sleep(0.1)
 
@@ -115,6 +117,16 @@ class Knative:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"KServe did not report {state} {revision} on {namespace}/{isvc} in {timeout}s")
+
+
+def _traffic_as_asked(isvc: dict[str, Any], ksvc: dict[str, Any]) -> bool:
+    """Whether KServe has written the InferenceService's canary split into the Knative Service: a promotion or a
+    rollback changes only the traffic, no revision, so the template alone cannot tell (status played from the
+    old split would be read as the old rollout)."""
+    canary = ((isvc.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+    traffic = ksvc["spec"].get("traffic") or []
+    latest = next((t.get("percent") for t in traffic if t.get("latestRevision")), None)
+    return latest == canary if canary is not None else latest in (None, 100)
 
 
 def _conditions(state: str, revision: str, message: str) -> list[dict[str, Any]]:
