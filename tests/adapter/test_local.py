@@ -37,6 +37,18 @@ def settings_for(tracking_uri: str, state: Path, prefix: str) -> AdapterSettings
     )
 
 
+def run_env(tracking_uri: str, state: Path, prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of `service-builder run` on the local target for the models named `prefix`..."""
+    return dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        DEPLOY_TARGET="local",
+        SERVICE_BUILDER_STATE_DIR=str(state),
+        MODEL_NAME_LIKE=f"{prefix}%",
+        **extra,
+    )
+
+
 def reconciler(s: AdapterSettings, cluster: LocalCluster) -> Reconciler:
     reg = MlflowRegistry(s.mlflow_tracking_uri, tag_key=s.tag_key, tag_value=s.tag_value, name_like=s.model_name_like)
     return Reconciler(s, reg, cluster, retry_delays=(0.1,))
@@ -164,12 +176,10 @@ def test_run_stops_its_predictors_and_a_restart_makes_no_duplicate(tracking_uri:
     client.set_registered_model_alias(name, "production", "1")
     state = tmp_path / "state"
     port = free_port()
-    env = dict(
-        os.environ,
-        MLFLOW_TRACKING_URI=tracking_uri,
-        DEPLOY_TARGET="local",
-        SERVICE_BUILDER_STATE_DIR=str(state),
-        MODEL_NAME_LIKE=f"{prefix}%",
+    env = run_env(
+        tracking_uri,
+        state,
+        prefix,
         POLL_INTERVAL_SECONDS="0.5",
         WEBHOOK_HOST="127.0.0.1",
         WEBHOOK_PORT=str(port),
@@ -278,16 +288,7 @@ def test_run_learns_of_readiness_and_exits_from_the_supervisor(tracking_uri: str
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     client.set_model_version_tag(name, "1", "stage", "production")
     state = tmp_path / "state"
-    env = dict(
-        os.environ,
-        MLFLOW_TRACKING_URI=tracking_uri,
-        DEPLOY_TARGET="local",
-        SERVICE_BUILDER_STATE_DIR=str(state),
-        MODEL_NAME_LIKE=f"{prefix}%",
-        DEPLOY_STAGE="",
-        POLL_INTERVAL_SECONDS="600",
-        WEBHOOK_PORT="0",
-    )
+    env = run_env(tracking_uri, state, prefix, DEPLOY_STAGE="", POLL_INTERVAL_SECONDS="600", WEBHOOK_PORT="0")
     log = tmp_path / "run.log"
 
     def status() -> str:

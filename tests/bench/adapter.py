@@ -72,11 +72,11 @@ def _populate(client: MlflowClient, prefix: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def baseline_tree(tmp: Path) -> Iterator[Path]:
-    """The baseline commit's files in a temporary git worktree (removed afterwards)."""
-    tree = tmp / f"baseline-{BASELINE}"
+def baseline_tree(tmp: Path, commit: str = BASELINE) -> Iterator[Path]:
+    """A commit's files (the baseline's by default) in a temporary git worktree (removed afterwards)."""
+    tree = tmp / f"baseline-{commit}"
     subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), BASELINE], check=True, capture_output=True
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True, capture_output=True
     )
     try:
         yield tree

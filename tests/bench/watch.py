@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -49,6 +49,7 @@ from adapter import naming
 from adapter.render import render
 from adapter.settings import AdapterSettings
 from adapter.types import VersionInfo
+from tests.bench.adapter import baseline_tree
 from tests.controlplane.fixtures import new_namespace
 from tests.controlplane.knative import Knative
 from tests.controlplane.plane import ControlPlane, running
@@ -297,7 +298,7 @@ def bench_status(url: str, plane: ControlPlane, tmp: Path) -> tuple[list[str], s
 def bench_polling(url: str, plane: ControlPlane, tmp: Path) -> list[str]:
     """The same `ready` latency with main before the watch (polling every 30 s, its default)."""
     mlflow = MlflowClient(url, registry_uri=url)
-    with baseline_tree(tmp) as tree:
+    with baseline_tree(tmp, POLLING) as tree:
         side = Adapter(url, plane, "bench-poll-", tmp / "poll.log", tree=tree, extra={"POLL_INTERVAL_SECONDS": "30"})
         knative = Knative(side.admin)
         recorder = Recorder(side.admin, side.ns.name)
@@ -324,20 +325,6 @@ def bench_polling(url: str, plane: ControlPlane, tmp: Path) -> list[str]:
             side.stop()
             recorder.stop()
     return [row(f"ready, `{POLLING}` (polling every 30 s)", latencies)]
-
-
-@contextlib.contextmanager
-def baseline_tree(tmp: Path) -> Iterator[Path]:
-    tree = tmp / f"polling-{POLLING}"
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), POLLING], check=True, capture_output=True
-    )
-    try:
-        yield tree
-    finally:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False, capture_output=True
-        )
 
 
 def bench_end_to_end(url: str, plane: ControlPlane, tmp: Path) -> list[str]:
